@@ -1,0 +1,190 @@
+//! Configuration of a [`ThreadManager`], validated when it is built.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::callback::{AsyncFn, Handler};
+use crate::manager::{RunConfig, StateListener};
+use crate::{
+    AsyncCallback, BuildError, Callback, CallbackError, CommitPolicy, FailurePolicy, Message,
+    MessageSource, RetryBackoff, StateChange, ThreadManager,
+};
+
+/// The original's default `thread_lifetime`.
+pub const DEFAULT_THREAD_LIFETIME: Duration = Duration::from_secs(40);
+
+/// Builds a [`ThreadManager`]; see [`ThreadManager::builder`].
+#[must_use]
+pub struct ThreadManagerBuilder {
+    source: Box<dyn MessageSource>,
+    handler: Option<Handler>,
+    thread_name: Option<String>,
+    config: RunConfig,
+    shutdown_timeout: Duration,
+    listener: Option<StateListener>,
+}
+
+impl ThreadManagerBuilder {
+    pub(crate) fn new(source: Box<dyn MessageSource>) -> Self {
+        Self {
+            source,
+            handler: None,
+            thread_name: None,
+            config: RunConfig {
+                thread_lifetime: Some(DEFAULT_THREAD_LIFETIME),
+                poll_timeout: Duration::from_secs(1),
+                commit_policy: CommitPolicy::default(),
+                failure_policy: FailurePolicy::default(),
+                retry_backoff: RetryBackoff::default(),
+                close_timeout: Duration::from_secs(10),
+            },
+            shutdown_timeout: Duration::from_secs(10),
+            listener: None,
+        }
+    }
+
+    /// The handler, as a closure: `|msg: &Message| -> Result<(), E> { .. }`.
+    pub fn callback<F, E>(mut self, callback: F) -> Self
+    where
+        F: FnMut(&Message) -> Result<(), E> + Send + 'static,
+        E: Into<CallbackError>,
+    {
+        self.handler = Some(Handler::Sync(Box::new(callback)));
+        self
+    }
+
+    /// The handler, as a type implementing [`Callback`].
+    pub fn handler(mut self, handler: impl Callback) -> Self {
+        self.handler = Some(Handler::Sync(Box::new(handler)));
+        self
+    }
+
+    /// The handler, as an async closure taking an owned message:
+    /// `|msg| async move { .. }`.
+    pub fn async_callback<F, Fut, E>(mut self, callback: F) -> Self
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<CallbackError> + 'static,
+    {
+        self.handler = Some(Handler::Async(Box::new(AsyncFn(callback))));
+        self
+    }
+
+    /// The handler, as a type implementing [`AsyncCallback`].
+    pub fn async_handler(mut self, handler: impl AsyncCallback) -> Self {
+        self.handler = Some(Handler::Async(Box::new(handler)));
+        self
+    }
+
+    /// The consumer thread's name (default `ktm-consumer-<n>`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = Some(name.into());
+        self
+    }
+
+    /// How long the thread runs before ending by itself, counted from `start()`.
+    /// Default 40 s, as in the original; `None` or zero means no limit.
+    pub fn thread_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
+        self.config.thread_lifetime = lifetime.into().filter(|d| !d.is_zero());
+        self
+    }
+
+    /// How long one poll waits for records (default 1 s). `stop()` does not wait it out.
+    pub fn poll_timeout(mut self, timeout: Duration) -> Self {
+        self.config.poll_timeout = timeout;
+        self
+    }
+
+    /// When to commit (default: every 5 s, and always on stop and revoke).
+    pub fn commit_policy(mut self, policy: CommitPolicy) -> Self {
+        self.config.commit_policy = policy;
+        self
+    }
+
+    /// What to do when the callback fails (default: [`FailurePolicy::Stop`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.config.failure_policy = policy;
+        self
+    }
+
+    /// Backoff between retries of failed polls and commits (default 100 ms doubling to 5 s).
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.retry_backoff = RetryBackoff { initial, max };
+        self
+    }
+
+    /// Upper bound on the final commit plus closing the source (default 10 s): stopping
+    /// never hangs on an unreachable broker for longer.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// How long dropping a running manager waits for its thread (default 10 s) before
+    /// detaching it with a warning.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Called on every state change, in order, from the thread that caused it. It must
+    /// be quick and must not call `start()` or `stop()`.
+    pub fn on_state_change(mut self, listener: impl Fn(StateChange) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Validates the configuration and builds the manager (not yet started).
+    pub fn build(self) -> Result<ThreadManager, BuildError> {
+        let handler = self.handler.ok_or(BuildError::MissingCallback)?;
+        let c = &self.config;
+        if c.poll_timeout.is_zero() {
+            return Err(BuildError::ZeroPollTimeout);
+        }
+        match c.commit_policy {
+            CommitPolicy::EveryN(0) => return Err(BuildError::ZeroCommitCount),
+            CommitPolicy::Interval(d) if d.is_zero() => return Err(BuildError::ZeroCommitInterval),
+            _ => {}
+        }
+        let RetryBackoff { initial, max } = c.retry_backoff;
+        if initial.is_zero() || initial > max {
+            return Err(BuildError::InvalidBackoff { initial, max });
+        }
+        for (which, d) in [("close", c.close_timeout), ("shutdown", self.shutdown_timeout)] {
+            if d.is_zero() {
+                return Err(BuildError::ZeroTimeout { which });
+            }
+        }
+        let thread_name = match self.thread_name {
+            Some(name) => validate_thread_name(name)?,
+            None => default_thread_name(),
+        };
+        Ok(ThreadManager::new(
+            self.source,
+            handler,
+            thread_name,
+            self.config,
+            self.shutdown_timeout,
+            self.listener,
+        ))
+    }
+}
+
+fn validate_thread_name(name: String) -> Result<String, BuildError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(name);
+    };
+    Err(BuildError::InvalidThreadName { name, reason })
+}
+
+fn default_thread_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("ktm-consumer-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

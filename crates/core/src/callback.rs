@@ -1,0 +1,191 @@
+//! The user's per-message handler, sync or async, and how its failures are captured.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+
+use crate::error::BoxError;
+use crate::Message;
+
+/// Whether a failed message may succeed if handled again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Another attempt may succeed (a timeout, a busy downstream). The default.
+    Retryable,
+    /// Another attempt will fail the same way (a malformed payload).
+    Permanent,
+}
+
+/// The error a callback returns.
+///
+/// Any `std::error::Error + Send + Sync`, `String` or `&str` converts into it (so `?`
+/// works in a callback); the conversion marks it [`FailureKind::Retryable`]. Use
+/// [`CallbackError::permanent`] to say retrying is pointless.
+pub struct CallbackError {
+    error: BoxError,
+    kind: FailureKind,
+}
+
+impl CallbackError {
+    /// A failure that may succeed on another attempt.
+    pub fn retryable(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: error.into(),
+            kind: FailureKind::Retryable,
+        }
+    }
+
+    /// A failure that will not succeed on another attempt.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: error.into(),
+            kind: FailureKind::Permanent,
+        }
+    }
+
+    /// Whether it may succeed on another attempt.
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+// No `std::error::Error` impl on purpose: it would make the blanket `From` below overlap
+// with `From<T> for T` (the same trade anyhow makes).
+impl<E: Into<BoxError>> From<E> for CallbackError {
+    fn from(error: E) -> Self {
+        Self::retryable(error)
+    }
+}
+
+impl fmt::Debug for CallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackError")
+            .field("kind", &self.kind)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+/// A synchronous per-message handler.
+///
+/// Any `FnMut(&Message) -> Result<(), E> + Send + 'static` with `E: Into<CallbackError>`
+/// is one. Returning `Ok` means the message is handled and its offset may be committed.
+pub trait Callback: Send + 'static {
+    /// Handles one message.
+    fn call(&mut self, message: &Message) -> Result<(), CallbackError>;
+}
+
+impl<F, E> Callback for F
+where
+    F: FnMut(&Message) -> Result<(), E> + Send + 'static,
+    E: Into<CallbackError>,
+{
+    fn call(&mut self, message: &Message) -> Result<(), CallbackError> {
+        self(message).map_err(Into::into)
+    }
+}
+
+/// An asynchronous per-message handler; it runs on the consumer thread's runtime.
+#[async_trait]
+pub trait AsyncCallback: Send + 'static {
+    /// Handles one message.
+    async fn call(&mut self, message: &Message) -> Result<(), CallbackError>;
+}
+
+/// Adapts an async closure taking an owned [`Message`] (cloning one is cheap).
+pub(crate) struct AsyncFn<F>(pub(crate) F);
+
+#[async_trait]
+impl<F, Fut, E> AsyncCallback for AsyncFn<F>
+where
+    F: FnMut(Message) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Into<CallbackError>,
+{
+    async fn call(&mut self, message: &Message) -> Result<(), CallbackError> {
+        (self.0)(message.clone()).await.map_err(Into::into)
+    }
+}
+
+/// Why a message was not handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackFailure {
+    /// The topic of the message.
+    pub topic: String,
+    /// The partition of the message.
+    pub partition: i32,
+    /// The offset of the message.
+    pub offset: i64,
+    /// The error's text, or the panic's message.
+    pub reason: String,
+    /// Whether the callback panicked (rather than returning an error).
+    pub panicked: bool,
+    /// Whether the callback said retrying may help; a panic is permanent.
+    pub kind: FailureKind,
+}
+
+impl fmt::Display for CallbackFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.panicked { "panicked" } else { "failed" };
+        write!(
+            f,
+            "callback {what} on {}[{}]@{}: {}",
+            self.topic, self.partition, self.offset, self.reason
+        )
+    }
+}
+
+/// The handler the runner calls: one of the two kinds, with panics caught.
+pub(crate) enum Handler {
+    Sync(Box<dyn Callback>),
+    Async(Box<dyn AsyncCallback>),
+}
+
+impl Handler {
+    /// Calls the handler; an error or a panic becomes a [`CallbackFailure`].
+    pub(crate) async fn handle(&mut self, message: &Message) -> Result<(), CallbackFailure> {
+        let outcome = match self {
+            Handler::Sync(cb) => catch_unwind(AssertUnwindSafe(|| cb.call(message))),
+            Handler::Async(cb) => AssertUnwindSafe(cb.call(message)).catch_unwind().await,
+        };
+        let (reason, panicked, kind) = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => (e.to_string(), false, e.kind()),
+            Err(panic) => (panic_message(&*panic), true, FailureKind::Permanent),
+        };
+        Err(CallbackFailure {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason,
+            panicked,
+            kind,
+        })
+    }
+}
+
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

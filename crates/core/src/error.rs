@@ -1,0 +1,159 @@
+//! Error types: one for the manager's API, one for sources, one for configuration.
+
+use std::time::Duration;
+
+use crate::lifecycle::State;
+
+/// A boxed error that can cross threads.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the manager's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors from the [`ThreadManager`](crate::ThreadManager) API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration was rejected when the manager was built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The call is not allowed in the manager's current state (for example `start()`
+    /// twice, or after `stop()`).
+    #[error("cannot {action} the manager: it is {state}")]
+    InvalidState {
+        /// What was attempted.
+        action: &'static str,
+        /// The state the manager was in.
+        state: State,
+    },
+    /// `stop()` was called on the consuming thread itself (from the callback). Joining
+    /// would deadlock, so the stop was only requested; it completes once the callback
+    /// returns, and [`ThreadManager::wait`](crate::ThreadManager::wait) from another
+    /// thread returns the report.
+    #[error("stop() called from the consumer thread '{thread}': stop requested, it completes when the callback returns")]
+    StopFromConsumerThread {
+        /// The consumer thread's name.
+        thread: String,
+    },
+    /// Waiting for the consumer thread timed out; it is still running or stopping.
+    #[error("the consumer thread did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The operating system refused to spawn the consumer thread.
+    #[error("could not spawn the consumer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// A bad configuration, reported by a builder before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No callback was given.
+    #[error("no callback was given: call .callback(..), .handler(..), .async_callback(..) or .async_handler(..)")]
+    MissingCallback,
+    /// The poll timeout was zero.
+    #[error("poll timeout must be greater than zero")]
+    ZeroPollTimeout,
+    /// `CommitPolicy::EveryN(0)`.
+    #[error("commit policy EveryN needs at least 1 message, got 0")]
+    ZeroCommitCount,
+    /// `CommitPolicy::Interval(0)`.
+    #[error("commit interval must be greater than zero")]
+    ZeroCommitInterval,
+    /// The thread name is empty or has a NUL byte.
+    #[error("thread name {name:?} is invalid: {reason}")]
+    InvalidThreadName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The retry backoff bounds are zero or reversed.
+    #[error("retry backoff is invalid: initial {initial:?} must be greater than zero and at most max {max:?}")]
+    InvalidBackoff {
+        /// The initial delay given.
+        initial: Duration,
+        /// The maximum delay given.
+        max: Duration,
+    },
+    /// The shutdown or close timeout was zero.
+    #[error("{which} timeout must be greater than zero")]
+    ZeroTimeout {
+        /// Which timeout.
+        which: &'static str,
+    },
+    /// A backend rejected its own configuration.
+    #[error("invalid {backend} configuration: {message}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// What is wrong, in the backend's words.
+        message: String,
+    },
+}
+
+/// How a [`SourceError`] should be treated by the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceErrorKind {
+    /// Worth retrying with backoff: connection loss, timeouts, a coordinator moving, a
+    /// rebalance in progress.
+    Transient,
+    /// Retrying cannot help: bad credentials, a missing topic, no committed offset with
+    /// reset policy `None`. The manager stops and ends `Failed`.
+    Fatal,
+}
+
+/// An error from a [`MessageSource`](crate::MessageSource).
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct SourceError {
+    backend: &'static str,
+    kind: SourceErrorKind,
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl SourceError {
+    /// A transient error of `backend`.
+    pub fn transient(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(backend, SourceErrorKind::Transient, message)
+    }
+
+    /// A fatal error of `backend`.
+    pub fn fatal(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(backend, SourceErrorKind::Fatal, message)
+    }
+
+    /// An error of the given kind.
+    pub fn new(backend: &'static str, kind: SourceErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            backend,
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The backend that raised it.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// How the manager treats it.
+    pub fn kind(&self) -> SourceErrorKind {
+        self.kind
+    }
+
+    /// Whether retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == SourceErrorKind::Transient
+    }
+}

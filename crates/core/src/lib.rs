@@ -1,0 +1,40 @@
+//! Core of **kafka-thread-manager**: run a Kafka consumer on a managed background thread,
+//! with at-least-once commits.
+//!
+//! - [`MessageSource`]: a Kafka consumer, implemented by the backends (`ktm-rskafka`,
+//!   `ktm-rdkafka`, `ktm-mock`).
+//! - [`Callback`] / [`AsyncCallback`]: the per-message handler.
+//! - [`ThreadManager`]: owns the consumer thread and its lifecycle ([`State`]).
+//!
+//! Delivery is at-least-once: a position is committed only after every message before
+//! it was handled (its callback returned `Ok`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod builder;
+mod callback;
+mod config;
+mod error;
+pub mod lifecycle;
+mod manager;
+mod message;
+mod offsets;
+mod progress;
+mod runner;
+mod source;
+mod stats;
+
+pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
+pub use callback::{AsyncCallback, Callback, CallbackError, CallbackFailure, FailureKind};
+pub use config::{CommitPolicy, FailurePolicy, RetryBackoff};
+pub use error::{BoxError, BuildError, Error, Result, SourceError, SourceErrorKind};
+pub use lifecycle::{State, StateChange, Trigger};
+pub use manager::ThreadManager;
+pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
+pub use offsets::{OffsetReset, Offsets};
+pub use source::{MessageSource, PollBatch, SourceEvent};
+pub use stats::{StopReason, StopReport, Stats};
+
+/// Re-exported so backends and users implement [`MessageSource`] and [`AsyncCallback`]
+/// with the same macro version.
+pub use async_trait::async_trait;

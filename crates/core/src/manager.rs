@@ -1,0 +1,423 @@
+//! The public handle: start, stop, state, wait, stats. The consuming loop itself is in
+//! `runner`.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::callback::Handler;
+use crate::lifecycle::{next_state, StateChange, Trigger};
+use crate::runner::Runner;
+use crate::stats::{Counters, LiveState};
+use crate::{
+    CommitPolicy, Error, FailurePolicy, MessageSource, Offsets, RetryBackoff, State, Stats,
+    StopReason, StopReport, ThreadManagerBuilder,
+};
+
+pub(crate) type StateListener = Arc<dyn Fn(StateChange) + Send + Sync>;
+
+/// Settings the consumer thread runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct RunConfig {
+    pub(crate) thread_lifetime: Option<Duration>,
+    pub(crate) poll_timeout: Duration,
+    pub(crate) commit_policy: CommitPolicy,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) retry_backoff: RetryBackoff,
+    pub(crate) close_timeout: Duration,
+}
+
+pub(crate) struct Lifecycle {
+    pub(crate) state: State,
+    pub(crate) started_at: Option<Instant>,
+    /// Why the thread is stopping or stopped; a fault overrides an earlier request.
+    pub(crate) reason: Option<StopReason>,
+    pub(crate) report: Option<StopReport>,
+}
+
+/// What the handle and the consumer thread share.
+pub(crate) struct Shared {
+    lifecycle: Mutex<Lifecycle>,
+    changed: Condvar,
+    /// Serialises listener calls so they are seen in transition order.
+    listener_turn: Mutex<()>,
+    listener: Option<StateListener>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) counters: Counters,
+    pub(crate) live: Mutex<LiveState>,
+    pub(crate) thread_id: OnceLock<ThreadId>,
+}
+
+/// Poisoning only means another thread panicked while holding the lock; the data is
+/// still consistent (every critical section is a few assignments), so carry on.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+        lock(&self.lifecycle)
+    }
+
+    /// Applies `trigger` if the table allows it from the current state; returns whether
+    /// it did. The listener sees the change after the lock is released, in order.
+    pub(crate) fn apply(&self, mut guard: MutexGuard<'_, Lifecycle>, trigger: Trigger) -> bool {
+        let from = guard.state;
+        let Some(to) = next_state(from, trigger) else {
+            return false;
+        };
+        guard.state = to;
+        tracing::debug!(%from, %to, ?trigger, "consumer state change");
+        let turn = self.listener.as_ref().map(|_| lock(&self.listener_turn));
+        drop(guard);
+        self.changed.notify_all();
+        if let Some(listener) = &self.listener {
+            listener(StateChange { from, to, trigger });
+        }
+        drop(turn);
+        true
+    }
+
+    /// Waits until the thread has ended or `timeout` passes.
+    fn wait_terminal(&self, timeout: Option<Duration>) -> Option<StopReport> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut guard = self.lifecycle();
+        loop {
+            if let Some(report) = &guard.report {
+                return Some(report.clone());
+            }
+            guard = match deadline {
+                None => self.changed.wait(guard).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    self.changed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Asks a running thread to stop for `reason`; no-op once it is stopping or ended.
+    fn request_stop(&self, reason: StopReason) {
+        let mut guard = self.lifecycle();
+        if guard.state == State::Running {
+            guard.reason.get_or_insert(reason);
+            self.apply(guard, Trigger::Stop);
+        } else {
+            drop(guard);
+        }
+        self.cancel.cancel();
+    }
+}
+
+struct Launch {
+    source: Box<dyn MessageSource>,
+    handler: Handler,
+    config: RunConfig,
+}
+
+/// Runs a Kafka consumer on a managed background thread.
+///
+/// Built with [`ThreadManager::builder`]. `start()` spawns the named thread, which polls
+/// the [`MessageSource`] and calls the callback for each message; `stop()` finishes the
+/// in-flight callback, commits what was handled, closes the source and joins. The thread
+/// never keeps the process alive: like any Rust thread, it is ended when `main` returns
+/// (the Python original's `daemon=True`), so stop the manager before exiting to commit.
+///
+/// ```
+/// # use ktm_core::{Message, MessageSource, Offsets, PollBatch, SourceError, ThreadManager, State};
+/// # use std::time::Duration;
+/// # struct Idle;
+/// # #[async_trait::async_trait]
+/// # impl MessageSource for Idle {
+/// #     fn backend(&self) -> &'static str { "idle" }
+/// #     async fn poll(&mut self, t: Duration, _: &mut PollBatch) -> Result<(), SourceError> {
+/// #         tokio::time::sleep(t).await; Ok(())
+/// #     }
+/// #     fn store(&mut self, _: &Offsets) {}
+/// #     async fn commit(&mut self, _: &Offsets) -> Result<(), SourceError> { Ok(()) }
+/// #     async fn close(&mut self) -> Result<(), SourceError> { Ok(()) }
+/// # }
+/// let manager = ThreadManager::builder(Idle)
+///     .callback(|msg: &Message| -> Result<(), std::io::Error> {
+///         println!("{}@{}", msg.topic(), msg.offset());
+///         Ok(())
+///     })
+///     .thread_lifetime(None)
+///     .build()?;
+/// manager.start()?;
+/// assert_eq!(manager.state(), State::Running);
+/// let report = manager.stop()?; // prompt: does not wait out the 1 s poll
+/// assert_eq!(report.final_state, State::Stopped);
+/// # Ok::<(), ktm_core::Error>(())
+/// ```
+pub struct ThreadManager {
+    shared: Arc<Shared>,
+    launch: Mutex<Option<Launch>>,
+    join: Mutex<Option<JoinHandle<()>>>,
+    thread_name: String,
+    shutdown_timeout: Duration,
+}
+
+impl ThreadManager {
+    /// Starts building a manager around `source`.
+    pub fn builder(source: impl MessageSource) -> ThreadManagerBuilder {
+        ThreadManagerBuilder::new(Box::new(source))
+    }
+
+    pub(crate) fn new(
+        source: Box<dyn MessageSource>,
+        handler: Handler,
+        thread_name: String,
+        config: RunConfig,
+        shutdown_timeout: Duration,
+        listener: Option<StateListener>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                lifecycle: Mutex::new(Lifecycle {
+                    state: State::Created,
+                    started_at: None,
+                    reason: None,
+                    report: None,
+                }),
+                changed: Condvar::new(),
+                listener_turn: Mutex::new(()),
+                listener,
+                cancel: CancellationToken::new(),
+                counters: Counters::default(),
+                live: Mutex::new(LiveState::default()),
+                thread_id: OnceLock::new(),
+            }),
+            launch: Mutex::new(Some(Launch {
+                source,
+                handler,
+                config,
+            })),
+            join: Mutex::new(None),
+            thread_name,
+            shutdown_timeout,
+        }
+    }
+
+    /// Spawns the consumer thread and logs
+    /// `Kafka consumer started consuming in thread '<name>'`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] unless the manager is `Created` (it cannot be restarted:
+    /// build a new one); [`Error::Spawn`] if the OS refuses the thread.
+    pub fn start(&self) -> Result<(), Error> {
+        let mut guard = self.shared.lifecycle();
+        if guard.state != State::Created {
+            return Err(Error::InvalidState {
+                action: "start",
+                state: guard.state,
+            });
+        }
+        let Some(launch) = lock(&self.launch).take() else {
+            return Err(Error::InvalidState {
+                action: "start",
+                state: guard.state,
+            });
+        };
+        let started_at = Instant::now();
+        let runner = Runner::new(
+            launch.source,
+            launch.handler,
+            launch.config,
+            Arc::clone(&self.shared),
+            started_at,
+        );
+        // The thread blocks on the lifecycle lock we hold until it is marked Running.
+        let spawned = std::thread::Builder::new()
+            .name(self.thread_name.clone())
+            .spawn(move || runner.run());
+        match spawned {
+            Ok(handle) => {
+                let _ = self.shared.thread_id.set(handle.thread().id());
+                *lock(&self.join) = Some(handle);
+                guard.started_at = Some(started_at);
+                self.shared.apply(guard, Trigger::Start);
+                info!(
+                    "Kafka consumer started consuming in thread '{}'",
+                    self.thread_name
+                );
+                Ok(())
+            }
+            Err(e) => {
+                guard.reason = Some(StopReason::SpawnFailed(e.to_string()));
+                guard.report = Some(self.report_now(&guard, State::Failed));
+                self.shared.apply(guard, Trigger::SpawnFailed);
+                Err(Error::Spawn(e))
+            }
+        }
+    }
+
+    /// Stops gracefully: the in-flight callback finishes, handled positions are
+    /// committed, the source is closed and the thread joined. Returns the report.
+    /// Idempotent: later calls return the same report. Before `start()`, it moves the
+    /// manager to `Stopped` without running anything.
+    ///
+    /// # Errors
+    /// [`Error::StopFromConsumerThread`] when called from the callback: the stop is
+    /// requested and completes when the callback returns.
+    pub fn stop(&self) -> Result<StopReport, Error> {
+        if self.on_consumer_thread() {
+            self.shared.request_stop(StopReason::Requested);
+            return Err(Error::StopFromConsumerThread {
+                thread: self.thread_name.clone(),
+            });
+        }
+        {
+            let mut guard = self.shared.lifecycle();
+            if guard.state == State::Created {
+                guard.reason = Some(StopReason::NeverStarted);
+                guard.report = Some(self.report_now(&guard, State::Stopped));
+                lock(&self.launch).take();
+                self.shared.apply(guard, Trigger::Stop);
+            }
+        }
+        self.shared.request_stop(StopReason::Requested);
+        let report = self
+            .shared
+            .wait_terminal(None)
+            .ok_or(Error::Timeout(Duration::MAX))?;
+        self.join_thread();
+        Ok(report)
+    }
+
+    /// Waits for the thread to end by itself (lifetime, failure) or through `stop()`, up
+    /// to `timeout` (`None`: no limit), and returns the report.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if it is still running; [`Error::InvalidState`] if it was never
+    /// started.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<StopReport, Error> {
+        let state = self.state();
+        if state == State::Created {
+            return Err(Error::InvalidState {
+                action: "wait for",
+                state,
+            });
+        }
+        let report = self
+            .shared
+            .wait_terminal(timeout)
+            .ok_or(Error::Timeout(timeout.unwrap_or(Duration::MAX)))?;
+        if !self.on_consumer_thread() {
+            self.join_thread();
+        }
+        Ok(report)
+    }
+
+    /// The current lifecycle state.
+    pub fn state(&self) -> State {
+        self.shared.lifecycle().state
+    }
+
+    /// The consumer thread's name.
+    pub fn thread_name(&self) -> &str {
+        &self.thread_name
+    }
+
+    /// A live snapshot of counters, committed positions and assignment.
+    pub fn stats(&self) -> Stats {
+        let state = self.state();
+        let c = &self.shared.counters;
+        let live = lock(&self.shared.live);
+        Stats {
+            state,
+            messages_handled: Counters::read(&c.handled),
+            callback_failures: Counters::read(&c.callback_failures),
+            poll_errors: Counters::read(&c.poll_errors),
+            commit_errors: Counters::read(&c.commit_errors),
+            commits: Counters::read(&c.commits),
+            rebalances: Counters::read(&c.rebalances),
+            committed: live.committed.clone(),
+            assignment: live.assignment.iter().cloned().collect(),
+            last_error: live.last_error.clone(),
+        }
+    }
+
+    fn on_consumer_thread(&self) -> bool {
+        self.shared.thread_id.get() == Some(&std::thread::current().id())
+    }
+
+    fn join_thread(&self) {
+        if let Some(handle) = lock(&self.join).take() {
+            // The runner catches every panic, so a join error cannot carry news.
+            let _ = handle.join();
+        }
+    }
+
+    fn report_now(&self, guard: &Lifecycle, final_state: State) -> StopReport {
+        build_report(&self.shared, guard, final_state, None, None)
+    }
+}
+
+/// The report as of now, from the counters and the lifecycle.
+pub(crate) fn build_report(
+    shared: &Shared,
+    lifecycle: &Lifecycle,
+    final_state: State,
+    final_commit_error: Option<String>,
+    close_error: Option<String>,
+) -> StopReport {
+    let c = &shared.counters;
+    StopReport {
+        final_state,
+        reason: lifecycle.reason.clone().unwrap_or(StopReason::Requested),
+        messages_handled: Counters::read(&c.handled),
+        callback_failures: Counters::read(&c.callback_failures),
+        poll_errors: Counters::read(&c.poll_errors),
+        commit_errors: Counters::read(&c.commit_errors),
+        committed: lock(&shared.live).committed.clone(),
+        run_time: lifecycle.started_at.map(|t| t.elapsed()).unwrap_or_default(),
+        final_commit_error,
+        close_error,
+    }
+}
+
+impl Drop for ThreadManager {
+    fn drop(&mut self) {
+        if self.on_consumer_thread() {
+            // Dropped from its own callback: it cannot be joined here; ask it to stop.
+            self.shared.request_stop(StopReason::Dropped);
+            return;
+        }
+        let state = self.state();
+        if state == State::Created || state.is_terminal() {
+            self.join_thread();
+            return;
+        }
+        self.shared.request_stop(StopReason::Dropped);
+        if self.shared.wait_terminal(Some(self.shutdown_timeout)).is_some() {
+            self.join_thread();
+        } else {
+            warn!(
+                thread = %self.thread_name,
+                timeout = ?self.shutdown_timeout,
+                "consumer thread did not stop in time after drop; detaching it"
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadManager")
+            .field("thread_name", &self.thread_name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Positions committed so far; shared with the runner.
+pub(crate) fn record_committed(shared: &Shared, offsets: &Offsets) {
+    lock(&shared.live).committed.merge(offsets);
+}

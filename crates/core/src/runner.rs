@@ -1,0 +1,391 @@
+//! The consumer thread: poll, call back, commit, and shut down in order.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use tokio::time::{sleep, sleep_until, timeout};
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::callback::{panic_message, Handler};
+use crate::lifecycle::Trigger;
+use crate::manager::{build_report, lock, record_committed, RunConfig, Shared};
+use crate::progress::Progress;
+use crate::stats::Counters;
+use crate::{
+    CommitPolicy, FailurePolicy, MessageSource, PollBatch, SourceError, SourceEvent, State,
+    StopReason,
+};
+
+/// How many messages pass between checks of the lifetime deadline inside a batch;
+/// reading the clock on every message would cost more than the rest of the loop.
+const DEADLINE_CHECK_EVERY: usize = 64;
+/// Attempts at the final commit before giving up (the messages are then redelivered).
+const FINAL_COMMIT_ATTEMPTS: u32 = 3;
+
+pub(crate) struct Runner {
+    source: Box<dyn MessageSource>,
+    handler: Handler,
+    config: RunConfig,
+    shared: Arc<Shared>,
+    started_at: Instant,
+    progress: Progress,
+    batch: PollBatch,
+    handled_since_commit: u64,
+    last_commit_at: Instant,
+    commit_backoff: Backoff,
+    commit_retry_at: Option<Instant>,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        source: Box<dyn MessageSource>,
+        handler: Handler,
+        config: RunConfig,
+        shared: Arc<Shared>,
+        started_at: Instant,
+    ) -> Self {
+        Self {
+            source,
+            handler,
+            commit_backoff: Backoff::new(config.retry_backoff),
+            config,
+            shared,
+            started_at,
+            progress: Progress::default(),
+            batch: PollBatch::new(),
+            handled_since_commit: 0,
+            last_commit_at: started_at,
+            commit_retry_at: None,
+        }
+    }
+
+    /// The thread's body. Never panics: panics of the source are caught and end `Failed`.
+    pub(crate) fn run(mut self) {
+        // Set here, before any callback runs, so stop() from the callback is recognised.
+        let _ = self.shared.thread_id.set(std::thread::current().id());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let (final_commit_error, close_error) = match runtime {
+            Ok(rt) => rt.block_on(self.run_on_runtime()),
+            Err(e) => {
+                self.begin_stopping(StopReason::SourceFailed(format!(
+                    "could not build the consumer runtime: {e}"
+                )));
+                (None, None)
+            }
+        };
+        self.finish(final_commit_error, close_error);
+    }
+
+    async fn run_on_runtime(&mut self) -> (Option<String>, Option<String>) {
+        let reason = match AssertUnwindSafe(self.consume()).catch_unwind().await {
+            Ok(reason) => reason,
+            Err(panic) => StopReason::SourceFailed(format!(
+                "panic on the consumer thread: {}",
+                panic_message(&*panic)
+            )),
+        };
+        self.begin_stopping(reason);
+        match AssertUnwindSafe(self.shut_down()).catch_unwind().await {
+            Ok(errors) => errors,
+            Err(panic) => (
+                None,
+                Some(format!("panic while closing: {}", panic_message(&*panic))),
+            ),
+        }
+    }
+
+    async fn consume(&mut self) -> StopReason {
+        let deadline = self
+            .config
+            .thread_lifetime
+            .map(|l| tokio::time::Instant::from_std(self.started_at + l));
+        let mut poll_backoff = Backoff::new(self.config.retry_backoff);
+        loop {
+            let unstored = self.progress.take_unstored();
+            if !unstored.is_empty() {
+                self.source.store(&unstored);
+            }
+            self.batch.clear();
+            let polled = tokio::select! {
+                biased;
+                () = self.shared.cancel.cancelled() => return StopReason::Requested,
+                () = until(deadline) => return StopReason::LifetimeExpired,
+                r = self.source.poll(self.config.poll_timeout, &mut self.batch) => r,
+            };
+            if let Err(e) = polled {
+                if !e.is_transient() {
+                    error!(error = %e, "Consumer error when polling message; it is fatal");
+                    return StopReason::SourceFailed(e.to_string());
+                }
+                Counters::bump(&self.shared.counters.poll_errors);
+                self.note_error(&e);
+                let delay = poll_backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, "Consumer error when polling message; retrying");
+                tokio::select! {
+                    biased;
+                    () = self.shared.cancel.cancelled() => return StopReason::Requested,
+                    () = until(deadline) => return StopReason::LifetimeExpired,
+                    () = sleep(delay) => continue,
+                }
+            }
+            poll_backoff.reset();
+            for event in self.batch.take_events() {
+                self.on_event(event);
+            }
+            if let Some(reason) = self.handle_batch(deadline).await {
+                return reason;
+            }
+            if self.interval_commit_due() {
+                if let Err(reason) = self.commit_periodically().await {
+                    return reason;
+                }
+            }
+        }
+    }
+
+    /// Calls back for each message of the batch; `Some` when the thread must stop.
+    async fn handle_batch(&mut self, deadline: Option<tokio::time::Instant>) -> Option<StopReason> {
+        let messages = self.batch.take_messages();
+        let mut stop = None;
+        for (i, message) in messages.iter().enumerate() {
+            if self.shared.cancel.is_cancelled() {
+                stop = Some(StopReason::Requested);
+                break;
+            }
+            if i % DEADLINE_CHECK_EVERY == DEADLINE_CHECK_EVERY - 1
+                && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+            {
+                stop = Some(StopReason::LifetimeExpired);
+                break;
+            }
+            match self.handler.handle(message).await {
+                Ok(()) => {
+                    self.progress.handled(message);
+                    Counters::bump(&self.shared.counters.handled);
+                    self.handled_since_commit += 1;
+                    if self.count_commit_due() {
+                        if let Err(reason) = self.commit_periodically().await {
+                            stop = Some(reason);
+                            break;
+                        }
+                    }
+                }
+                Err(failure) => {
+                    Counters::bump(&self.shared.counters.callback_failures);
+                    error!(%failure, "callback failed; its offset is not committed");
+                    lock(&self.shared.live).last_error = Some(failure.to_string());
+                    match self.config.failure_policy {
+                        FailurePolicy::Stop => {
+                            stop = Some(StopReason::CallbackFailed(failure));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.batch.restore_messages(messages);
+        stop
+    }
+
+    fn on_event(&mut self, event: SourceEvent) {
+        Counters::bump(&self.shared.counters.rebalances);
+        let mut live = lock(&self.shared.live);
+        let gone = match event {
+            SourceEvent::Assigned(tps) => {
+                info!(partitions = ?tps, "partitions assigned");
+                live.assignment.extend(tps);
+                return;
+            }
+            SourceEvent::Revoked(tps) => {
+                info!(partitions = ?tps, "partitions revoked; the source committed their handled offsets");
+                tps
+            }
+            SourceEvent::Lost(tps) => {
+                warn!(partitions = ?tps, "partitions lost; uncommitted messages will be redelivered to their new owner");
+                tps
+            }
+        };
+        for tp in &gone {
+            live.assignment.remove(tp);
+        }
+        drop(live);
+        self.progress.forget(&gone);
+    }
+
+    fn count_commit_due(&self) -> bool {
+        match self.config.commit_policy {
+            CommitPolicy::EveryMessage => true,
+            CommitPolicy::EveryN(n) => self.handled_since_commit >= n,
+            CommitPolicy::Interval(_) => false,
+        }
+    }
+
+    fn interval_commit_due(&self) -> bool {
+        match self.config.commit_policy {
+            CommitPolicy::Interval(every) => {
+                self.handled_since_commit > 0 && self.last_commit_at.elapsed() >= every
+            }
+            _ => false,
+        }
+    }
+
+    /// A commit under the policy. A transient failure is retried at a later opportunity
+    /// after a backoff; a stop request abandons it (the final commit follows).
+    async fn commit_periodically(&mut self) -> Result<(), StopReason> {
+        if self.commit_retry_at.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        let cancel = self.shared.cancel.clone();
+        let result = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            r = self.commit_handled() => r,
+        };
+        match result {
+            Ok(()) => {
+                self.commit_retry_at = None;
+                self.commit_backoff.reset();
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                let delay = self.commit_backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, "commit failed; offsets stay uncommitted and will be retried");
+                self.commit_retry_at = Some(Instant::now() + delay);
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "commit failed fatally");
+                Err(StopReason::SourceFailed(format!("commit failed: {e}")))
+            }
+        }
+    }
+
+    /// Commits every handled, uncommitted position.
+    async fn commit_handled(&mut self) -> Result<(), SourceError> {
+        self.handled_since_commit = 0;
+        self.last_commit_at = Instant::now();
+        let offsets = self.progress.uncommitted();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let span = tracing::debug_span!("commit", partitions = offsets.len());
+        let _entered = span.enter();
+        match self.source.commit(&offsets).await {
+            Ok(()) => {
+                self.progress.mark_committed(&offsets);
+                record_committed(&self.shared, &offsets);
+                Counters::bump(&self.shared.counters.commits);
+                Ok(())
+            }
+            Err(e) => {
+                Counters::bump(&self.shared.counters.commit_errors);
+                self.note_error(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Final commit then close, each bounded by `close_timeout`.
+    async fn shut_down(&mut self) -> (Option<String>, Option<String>) {
+        let unstored = self.progress.take_unstored();
+        if !unstored.is_empty() {
+            self.source.store(&unstored);
+        }
+        let close_timeout = self.config.close_timeout;
+        let commit_deadline = tokio::time::Instant::now() + close_timeout;
+        let mut backoff = Backoff::new(self.config.retry_backoff);
+        let mut final_commit_error = None;
+        for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
+            match tokio::time::timeout_at(commit_deadline, self.commit_handled()).await {
+                Ok(Ok(())) => {
+                    final_commit_error = None;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    final_commit_error = Some(e.to_string());
+                    if !e.is_transient() || attempt == FINAL_COMMIT_ATTEMPTS {
+                        break;
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, attempt, retry_in = ?delay, "final commit failed; retrying");
+                    let retry_at = (tokio::time::Instant::now() + delay).min(commit_deadline);
+                    sleep_until(retry_at).await;
+                }
+                Err(_) => {
+                    final_commit_error =
+                        Some(format!("final commit did not finish within {close_timeout:?}"));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = &final_commit_error {
+            error!(error = %e, "final commit failed; messages handled since the last commit will be redelivered");
+        }
+        let close_error = match timeout(close_timeout, self.source.close()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("close did not finish within {close_timeout:?}")),
+        };
+        if let Some(e) = &close_error {
+            warn!(error = %e, "closing the source failed");
+        }
+        (final_commit_error, close_error)
+    }
+
+    /// Moves Running to Stopping for reasons the thread found itself; a fault's reason
+    /// replaces an earlier stop request, so the report names the failure.
+    fn begin_stopping(&self, reason: StopReason) {
+        let mut guard = self.shared.lifecycle();
+        let trigger = match &reason {
+            StopReason::LifetimeExpired => Trigger::LifetimeExpired,
+            r if r.is_failure() => Trigger::Fault,
+            // Requested and Dropped: stop() already moved the state and set the reason.
+            _ => return,
+        };
+        if trigger == Trigger::Fault || guard.reason.is_none() {
+            guard.reason = Some(reason);
+        }
+        if guard.state == State::Running {
+            self.shared.apply(guard, trigger);
+        }
+    }
+
+    fn finish(self, final_commit_error: Option<String>, close_error: Option<String>) {
+        let mut guard = self.shared.lifecycle();
+        let failed = guard.reason.as_ref().is_some_and(StopReason::is_failure);
+        let (final_state, trigger) = if failed {
+            (State::Failed, Trigger::FinishedAfterFault)
+        } else {
+            (State::Stopped, Trigger::Finished)
+        };
+        guard.report = Some(build_report(
+            &self.shared,
+            &guard,
+            final_state,
+            final_commit_error,
+            close_error,
+        ));
+        self.shared.apply(guard, trigger);
+        info!("Kafka consumer thread stopped.");
+    }
+
+    fn note_error(&self, e: &SourceError) {
+        lock(&self.shared.live).last_error = Some(e.to_string());
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+fn until(deadline: Option<tokio::time::Instant>) -> impl Future<Output = ()> {
+    async move {
+        match deadline {
+            Some(d) => sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    }
+}

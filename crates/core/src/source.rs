@@ -1,0 +1,148 @@
+//! The consumer side of a backend: what the managed thread polls and commits through.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Message, Offsets, SourceError, TopicPartition};
+
+/// A change in which partitions this consumer owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceEvent {
+    /// These partitions are now this consumer's; messages from them follow.
+    Assigned(Vec<TopicPartition>),
+    /// These partitions were given up in an orderly rebalance. The source committed the
+    /// [stored](MessageSource::store) positions of each before giving it up.
+    Revoked(Vec<TopicPartition>),
+    /// These partitions were taken away without a chance to commit (the session expired
+    /// or the member was fenced); their uncommitted messages will be redelivered to the
+    /// new owner.
+    Lost(Vec<TopicPartition>),
+}
+
+/// What one [`MessageSource::poll`] returned: messages in partition order, and the
+/// assignment changes that happened before them. Reused across polls, so a steady
+/// stream allocates nothing per batch.
+#[derive(Debug, Default)]
+pub struct PollBatch {
+    messages: Vec<Message>,
+    events: Vec<SourceEvent>,
+}
+
+impl PollBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a message. Messages of one partition must be pushed in offset order.
+    pub fn push(&mut self, message: Message) {
+        self.messages.push(message);
+    }
+
+    /// Adds an assignment change; the manager handles events before messages.
+    pub fn push_event(&mut self, event: SourceEvent) {
+        self.events.push(event);
+    }
+
+    /// The messages, in the order they are to be handled.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The assignment changes.
+    pub fn events(&self) -> &[SourceEvent] {
+        &self.events
+    }
+
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether there is neither a message nor an event.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.events.is_empty()
+    }
+
+    /// Empties the batch, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.events.clear();
+    }
+
+    pub(crate) fn take_events(&mut self) -> Vec<SourceEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub(crate) fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.messages)
+    }
+
+    /// Gives the (handled) messages' buffer back, so its capacity is reused.
+    pub(crate) fn restore_messages(&mut self, mut messages: Vec<Message>) {
+        messages.clear();
+        self.messages = messages;
+    }
+}
+
+/// A Kafka consumer, as the managed thread sees it.
+///
+/// Backends implement this; the [`ThreadManager`](crate::ThreadManager) drives it on its own
+/// thread, on a single-threaded tokio runtime (with I/O and timers enabled), which is
+/// where the source must create its connections: connect lazily in the first `poll`.
+///
+/// # Contract
+/// - **`poll` is cancel-safe.** The manager drops a pending `poll` future when it is told
+///   to stop or its lifetime ends; this is how `stop()` avoids waiting out the poll
+///   timeout. A dropped `poll` must lose nothing: records it had fetched are returned by
+///   a later call (or re-fetched after a restart from the committed offsets).
+/// - **Order.** Within a partition, records arrive in offset order, without gaps other
+///   than those of the log itself (compaction, transactions).
+/// - **Store before poll.** Before each `poll`, the manager calls [`store`](Self::store)
+///   with the positions it has handled since the previous call. When the group takes
+///   partitions away in an orderly rebalance, the source commits their stored positions
+///   *before* giving them up, then reports [`SourceEvent::Revoked`]. Nothing else may be
+///   committed on the source's own initiative: at-least-once rests on it.
+/// - **Errors.** A [`SourceErrorKind::Transient`](crate::SourceErrorKind::Transient)
+///   error from `poll` is retried by the manager with backoff; a fatal one stops it. A
+///   failed `commit` leaves the positions uncommitted; the manager retries later.
+#[async_trait]
+pub trait MessageSource: Send + 'static {
+    /// A short name for logs and errors, such as `"rskafka"`.
+    fn backend(&self) -> &'static str;
+
+    /// Waits up to `timeout` for records and appends them, and any assignment changes,
+    /// to `batch` (which the manager empties first). Returning with nothing is a timeout.
+    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError>;
+
+    /// Records positions the manager has handled (Kafka's offset store). Cheap and local:
+    /// nothing is sent to the broker here.
+    fn store(&mut self, positions: &Offsets);
+
+    /// Commits these positions to the group, and returns once the broker accepted them.
+    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError>;
+
+    /// Leaves the group and releases connections. Called once, after the last commit.
+    async fn close(&mut self) -> Result<(), SourceError>;
+}
+
+#[async_trait]
+impl<S: MessageSource + ?Sized> MessageSource for Box<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
+        (**self).poll(timeout, batch).await
+    }
+    fn store(&mut self, positions: &Offsets) {
+        (**self).store(positions)
+    }
+    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
+        (**self).commit(positions).await
+    }
+    async fn close(&mut self) -> Result<(), SourceError> {
+        (**self).close().await
+    }
+}

@@ -1,0 +1,119 @@
+//! Live statistics and the final report.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::{CallbackFailure, Offsets, State, TopicPartition};
+
+/// Why the consumer thread ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// `stop()` was called before `start()`: the thread never ran.
+    NeverStarted,
+    /// `stop()` was called.
+    Requested,
+    /// The manager was dropped without `stop()`.
+    Dropped,
+    /// `thread_lifetime` ran out.
+    LifetimeExpired,
+    /// The callback failed under the `Stop` failure policy.
+    CallbackFailed(CallbackFailure),
+    /// The source failed in a way retrying cannot fix (or panicked).
+    SourceFailed(String),
+    /// The consumer thread could not be spawned.
+    SpawnFailed(String),
+}
+
+impl StopReason {
+    /// Whether this reason ends the manager `Failed` rather than `Stopped`.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            StopReason::CallbackFailed(_) | StopReason::SourceFailed(_) | StopReason::SpawnFailed(_)
+        )
+    }
+}
+
+/// What `stop()` (or `wait()`) returns once the thread has ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StopReport {
+    /// `Stopped` or `Failed`.
+    pub final_state: State,
+    /// Why it ended.
+    pub reason: StopReason,
+    /// Messages whose callback returned `Ok`.
+    pub messages_handled: u64,
+    /// Callback errors and panics.
+    pub callback_failures: u64,
+    /// Transient poll errors that were retried.
+    pub poll_errors: u64,
+    /// Failed commit attempts.
+    pub commit_errors: u64,
+    /// The last position the manager committed for each partition.
+    pub committed: Offsets,
+    /// From `start()` to the end of the thread.
+    pub run_time: Duration,
+    /// The final commit's error, if it could not be made (the positions stay
+    /// uncommitted: those messages are redelivered, never lost).
+    pub final_commit_error: Option<String>,
+    /// The source's error on close, if any.
+    pub close_error: Option<String>,
+}
+
+/// A live snapshot, from [`ThreadManager::stats`](crate::ThreadManager::stats).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The lifecycle state.
+    pub state: State,
+    /// Messages whose callback returned `Ok`.
+    pub messages_handled: u64,
+    /// Callback errors and panics.
+    pub callback_failures: u64,
+    /// Transient poll errors, retried with backoff.
+    pub poll_errors: u64,
+    /// Failed commit attempts.
+    pub commit_errors: u64,
+    /// Successful commits.
+    pub commits: u64,
+    /// Assignment changes reported by the source.
+    pub rebalances: u64,
+    /// The last position the manager committed for each partition.
+    pub committed: Offsets,
+    /// The partitions currently assigned.
+    pub assignment: Vec<TopicPartition>,
+    /// The last poll, commit or callback error, as text.
+    pub last_error: Option<String>,
+}
+
+/// Counters the consumer thread bumps and any thread reads.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) handled: AtomicU64,
+    pub(crate) callback_failures: AtomicU64,
+    pub(crate) poll_errors: AtomicU64,
+    pub(crate) commit_errors: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) rebalances: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The parts of the stats that are not counters; touched on commits and rebalances only.
+#[derive(Default)]
+pub(crate) struct LiveState {
+    pub(crate) committed: Offsets,
+    pub(crate) assignment: BTreeSet<TopicPartition>,
+    pub(crate) last_error: Option<String>,
+}

@@ -1,0 +1,1 @@
+//! The librdkafka backend (in progress).
