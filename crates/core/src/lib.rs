@@ -14,6 +14,7 @@ mod backoff;
 mod builder;
 mod callback;
 mod config;
+mod consumer_config;
 mod error;
 pub mod lifecycle;
 mod manager;
@@ -27,6 +28,9 @@ mod stats;
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{AsyncCallback, Callback, CallbackError, CallbackFailure, FailureKind};
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff};
+pub use consumer_config::{
+    check_topic_name, ConfigError, ConsumerConfig, ConsumerConfigBuilder, Subscription,
+};
 pub use error::{BoxError, BuildError, Error, Result, SourceError, SourceErrorKind};
 pub use lifecycle::{State, StateChange, Trigger};
 pub use manager::ThreadManager;

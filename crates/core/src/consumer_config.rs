@@ -1,0 +1,432 @@
+//! Kafka consumer settings shared by the real backends, validated once here so that
+//! switching backends changes one constructor and nothing else.
+
+use std::time::Duration;
+
+use crate::{OffsetReset, TopicPartition};
+
+/// A consumer setting that Kafka would reject or that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No bootstrap server was given.
+    #[error("no bootstrap servers given")]
+    NoBootstrapServers,
+    /// A bootstrap address is not `host:port`.
+    #[error("bootstrap server {address:?} is not host:port: {reason}")]
+    InvalidBootstrapAddress {
+        /// The address given.
+        address: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Neither topics to subscribe to nor partitions to assign.
+    #[error("no topics to subscribe to and no partitions to assign")]
+    NoTopics,
+    /// A topic name breaks Kafka's rules.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A partition number below zero.
+    #[error("invalid partition {partition} of topic {topic:?}: partitions start at 0")]
+    InvalidPartition {
+        /// The topic.
+        topic: String,
+        /// The partition given.
+        partition: i32,
+    },
+    /// The group id is empty.
+    #[error("group id must not be empty")]
+    EmptyGroupId,
+    /// The heartbeat interval must be below the session timeout.
+    #[error("heartbeat interval {heartbeat:?} must be below the session timeout {session:?}")]
+    HeartbeatNotBelowSession {
+        /// The heartbeat interval given.
+        heartbeat: Duration,
+        /// The session timeout given.
+        session: Duration,
+    },
+    /// A duration that must be positive was zero.
+    #[error("{which} must be greater than zero")]
+    ZeroDuration {
+        /// Which setting.
+        which: &'static str,
+    },
+    /// A byte size that must be positive was not.
+    #[error("{which} must be between 1 and {max}, got {value}")]
+    InvalidSize {
+        /// Which setting.
+        which: &'static str,
+        /// The value given.
+        value: i64,
+        /// The largest value allowed.
+        max: i64,
+    },
+    /// A backend-specific setting was rejected (with the backend's own message).
+    #[error("invalid {backend} setting: {message}")]
+    Backend {
+        /// The backend.
+        backend: &'static str,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// What the consumer reads: topics through the group protocol, or fixed partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subscription {
+    /// Join the group and share these topics' partitions with its other members.
+    Topics(Vec<String>),
+    /// Read exactly these partitions, with no group membership; offsets are still
+    /// committed under the group id.
+    Partitions(Vec<TopicPartition>),
+}
+
+/// Validated consumer settings. Build with [`ConsumerConfig::builder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// `host:port` of at least one broker.
+    pub bootstrap_servers: Vec<String>,
+    /// Topics or fixed partitions.
+    pub subscription: Subscription,
+    /// The consumer group, under which offsets are committed.
+    pub group_id: String,
+    /// Where to start without a committed offset.
+    pub offset_reset: OffsetReset,
+    /// Kafka's `session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// Kafka's `heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// Kafka's `max.poll.interval.ms` (the rebalance timeout).
+    pub max_poll_interval: Duration,
+    /// Kafka's `fetch.min.bytes`.
+    pub fetch_min_bytes: i32,
+    /// Kafka's `fetch.max.bytes`.
+    pub fetch_max_bytes: i32,
+    /// Kafka's `max.partition.fetch.bytes`: also the prefetch bound per partition.
+    pub max_partition_fetch_bytes: i32,
+    /// Kafka's `fetch.max.wait.ms`.
+    pub fetch_max_wait: Duration,
+    /// Kafka's `client.id`.
+    pub client_id: String,
+}
+
+impl ConsumerConfig {
+    /// Starts from Kafka's defaults (session 45 s, heartbeat 3 s, max poll 300 s, fetch
+    /// max wait 500 ms, 1 MiB per partition, 50 MiB per fetch, reset `earliest`).
+    ///
+    /// ```
+    /// use ktm_core::{ConsumerConfig, ConfigError};
+    /// let config = ConsumerConfig::builder()
+    ///     .bootstrap_servers(["127.0.0.1:9092"])
+    ///     .topics(["orders"])
+    ///     .group_id("billing")
+    ///     .build()?;
+    /// assert_eq!(config.group_id, "billing");
+    /// assert!(matches!(
+    ///     ConsumerConfig::builder().topics(["orders"]).group_id("g").build(),
+    ///     Err(ConfigError::NoBootstrapServers)
+    /// ));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn builder() -> ConsumerConfigBuilder {
+        ConsumerConfigBuilder {
+            config: ConsumerConfig {
+                bootstrap_servers: Vec::new(),
+                subscription: Subscription::Topics(Vec::new()),
+                group_id: String::new(),
+                offset_reset: OffsetReset::Earliest,
+                session_timeout: Duration::from_secs(45),
+                heartbeat_interval: Duration::from_secs(3),
+                max_poll_interval: Duration::from_secs(300),
+                fetch_min_bytes: 1,
+                fetch_max_bytes: 50 * 1024 * 1024,
+                max_partition_fetch_bytes: 1024 * 1024,
+                fetch_max_wait: Duration::from_millis(500),
+                client_id: "kafka-thread-manager".to_owned(),
+            },
+        }
+    }
+
+    /// The topics read, whichever the subscription kind.
+    pub fn topics(&self) -> Vec<String> {
+        match &self.subscription {
+            Subscription::Topics(t) => t.clone(),
+            Subscription::Partitions(p) => {
+                let mut t: Vec<String> = p.iter().map(|tp| tp.topic().to_owned()).collect();
+                t.sort();
+                t.dedup();
+                t
+            }
+        }
+    }
+}
+
+/// Builds a [`ConsumerConfig`]; every setting is checked in [`build`](Self::build).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConsumerConfigBuilder {
+    config: ConsumerConfig,
+}
+
+impl ConsumerConfigBuilder {
+    /// Brokers to bootstrap from, each `host:port`.
+    pub fn bootstrap_servers(mut self, servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.bootstrap_servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Subscribe to these topics as a group member.
+    pub fn topics(mut self, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.subscription = Subscription::Topics(topics.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Read exactly these partitions, without group membership.
+    pub fn assign(mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Self {
+        self.config.subscription = Subscription::Partitions(partitions.into_iter().collect());
+        self
+    }
+
+    /// The consumer group id.
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.config.group_id = group.into();
+        self
+    }
+
+    /// Where to start without a committed offset.
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.config.offset_reset = reset;
+        self
+    }
+
+    /// `session.timeout.ms`.
+    pub fn session_timeout(mut self, d: Duration) -> Self {
+        self.config.session_timeout = d;
+        self
+    }
+
+    /// `heartbeat.interval.ms`.
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.config.heartbeat_interval = d;
+        self
+    }
+
+    /// `max.poll.interval.ms`.
+    pub fn max_poll_interval(mut self, d: Duration) -> Self {
+        self.config.max_poll_interval = d;
+        self
+    }
+
+    /// `fetch.min.bytes`.
+    pub fn fetch_min_bytes(mut self, n: i32) -> Self {
+        self.config.fetch_min_bytes = n;
+        self
+    }
+
+    /// `fetch.max.bytes`.
+    pub fn fetch_max_bytes(mut self, n: i32) -> Self {
+        self.config.fetch_max_bytes = n;
+        self
+    }
+
+    /// `max.partition.fetch.bytes`.
+    pub fn max_partition_fetch_bytes(mut self, n: i32) -> Self {
+        self.config.max_partition_fetch_bytes = n;
+        self
+    }
+
+    /// `fetch.max.wait.ms`.
+    pub fn fetch_max_wait(mut self, d: Duration) -> Self {
+        self.config.fetch_max_wait = d;
+        self
+    }
+
+    /// `client.id`.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = id.into();
+        self
+    }
+
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn build(self) -> Result<ConsumerConfig, ConfigError> {
+        let c = self.config;
+        if c.bootstrap_servers.is_empty() {
+            return Err(ConfigError::NoBootstrapServers);
+        }
+        for address in &c.bootstrap_servers {
+            check_address(address)?;
+        }
+        match &c.subscription {
+            Subscription::Topics(t) if t.is_empty() => return Err(ConfigError::NoTopics),
+            Subscription::Partitions(p) if p.is_empty() => return Err(ConfigError::NoTopics),
+            Subscription::Topics(t) => t.iter().try_for_each(|n| check_topic_name(n))?,
+            Subscription::Partitions(p) => {
+                for tp in p {
+                    check_topic_name(tp.topic())?;
+                    if tp.partition() < 0 {
+                        return Err(ConfigError::InvalidPartition {
+                            topic: tp.topic().to_owned(),
+                            partition: tp.partition(),
+                        });
+                    }
+                }
+            }
+        }
+        if c.group_id.is_empty() {
+            return Err(ConfigError::EmptyGroupId);
+        }
+        for (which, d) in [
+            ("session timeout", c.session_timeout),
+            ("heartbeat interval", c.heartbeat_interval),
+            ("max poll interval", c.max_poll_interval),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration { which });
+            }
+        }
+        if c.heartbeat_interval >= c.session_timeout {
+            return Err(ConfigError::HeartbeatNotBelowSession {
+                heartbeat: c.heartbeat_interval,
+                session: c.session_timeout,
+            });
+        }
+        for (which, value) in [
+            ("fetch.min.bytes", c.fetch_min_bytes),
+            ("fetch.max.bytes", c.fetch_max_bytes),
+            ("max.partition.fetch.bytes", c.max_partition_fetch_bytes),
+        ] {
+            if value < 1 {
+                return Err(ConfigError::InvalidSize {
+                    which,
+                    value: i64::from(value),
+                    max: i64::from(i32::MAX),
+                });
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Kafka's topic name rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+///
+/// # Errors
+/// [`ConfigError::InvalidTopicName`] saying which rule.
+pub fn check_topic_name(name: &str) -> Result<(), ConfigError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > 249 {
+        "it is longer than 249 characters"
+    } else if name == "." || name == ".." {
+        "'.' and '..' are reserved"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "only ASCII letters, digits, '.', '_' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::InvalidTopicName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+fn check_address(address: &str) -> Result<(), ConfigError> {
+    let bad = |reason| ConfigError::InvalidBootstrapAddress {
+        address: address.to_owned(),
+        reason,
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no ':port'"))?;
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err(bad("port 0")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(bad("port is not a number from 1 to 65535")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ConsumerConfigBuilder {
+        ConsumerConfig::builder()
+            .bootstrap_servers(["127.0.0.1:9092"])
+            .topics(["t"])
+            .group_id("g")
+    }
+
+    #[test]
+    fn every_rule_has_its_typed_error() {
+        assert_eq!(
+            base().bootstrap_servers(Vec::<String>::new()).build(),
+            Err(ConfigError::NoBootstrapServers)
+        );
+        for (addr, reason) in [
+            ("localhost", "no ':port'"),
+            (":9092", "empty host"),
+            ("h:0", "port 0"),
+            ("h:99999", "port is not a number from 1 to 65535"),
+        ] {
+            let e = base().bootstrap_servers([addr]).build().unwrap_err();
+            assert_eq!(
+                e,
+                ConfigError::InvalidBootstrapAddress {
+                    address: addr.into(),
+                    reason
+                }
+            );
+        }
+        assert_eq!(base().topics(Vec::<String>::new()).build(), Err(ConfigError::NoTopics));
+        let long = "a".repeat(250);
+        for name in ["", "bad name", "..", long.as_str(), "caf\u{e9}"] {
+            let e = base().topics([name]).build().unwrap_err();
+            assert!(matches!(e, ConfigError::InvalidTopicName { .. }), "{name:?}: {e}");
+        }
+        assert!(base().topics(["a".repeat(249)]).build().is_ok());
+        assert_eq!(base().group_id("").build(), Err(ConfigError::EmptyGroupId));
+        let e = base()
+            .session_timeout(Duration::from_secs(3))
+            .heartbeat_interval(Duration::from_secs(3))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "heartbeat interval 3s must be below the session timeout 3s"
+        );
+        assert_eq!(
+            base().fetch_max_bytes(0).build(),
+            Err(ConfigError::InvalidSize {
+                which: "fetch.max.bytes",
+                value: 0,
+                max: i64::from(i32::MAX)
+            })
+        );
+        assert_eq!(
+            base().assign([TopicPartition::new("t", -1)]).build(),
+            Err(ConfigError::InvalidPartition {
+                topic: "t".into(),
+                partition: -1
+            })
+        );
+        assert_eq!(
+            base().max_poll_interval(Duration::ZERO).build(),
+            Err(ConfigError::ZeroDuration {
+                which: "max poll interval"
+            })
+        );
+    }
+}
