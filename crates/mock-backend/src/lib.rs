@@ -1,1 +1,38 @@
-//! In-memory backend (in progress).
+//! An in-memory Kafka cluster for kafka-thread-manager: topics with partitions, consumer
+//! groups with committed offsets and eager rebalances, session timeouts, retention, and
+//! deterministic fault injection. For tests (yours too) and demos; no broker needed.
+//!
+//! ```
+//! use ktm_core::{Message, ThreadManager, CommitPolicy};
+//! use ktm_mock::{MockCluster, Record};
+//! use std::time::Duration;
+//!
+//! let cluster = MockCluster::new();
+//! cluster.create_topic("orders", 3)?;
+//! cluster.fill("orders", 30, 10)?;
+//! let source = cluster.consumer("billing").subscribe(["orders"]).build()?;
+//! let manager = ThreadManager::builder(source)
+//!     .callback(|_m: &Message| -> Result<(), std::io::Error> { Ok(()) })
+//!     .commit_policy(CommitPolicy::EveryMessage)
+//!     .build()?;
+//! manager.start()?;
+//! while manager.stats().messages_handled < 30 {
+//!     std::thread::sleep(Duration::from_millis(5));
+//! }
+//! let report = manager.stop()?;
+//! assert_eq!(cluster.committed("billing", "orders", 0), Some(10));
+//! assert_eq!(report.messages_handled, 30);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod cluster;
+mod error;
+mod faults;
+mod group;
+mod source;
+
+pub use cluster::{MockCluster, Record};
+pub use error::MockError;
+pub use faults::{Fault, FaultCounts, FaultPlan, Faulty};
+pub use group::CommitRecord;
+pub use source::{MockSource, MockSourceBuilder};

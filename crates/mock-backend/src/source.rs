@@ -1,0 +1,410 @@
+//! A consumer of the mock cluster, implementing `MessageSource`.
+
+use std::time::{Duration, Instant};
+
+use ktm_core::{
+    async_trait, MessageSource, OffsetReset, Offsets, PollBatch, SourceError, SourceEvent,
+    TopicPartition,
+};
+
+use crate::cluster::{ClusterState, MockCluster};
+use crate::group::{Group, Member, MemberId};
+use crate::MockError;
+
+const BACKEND: &str = "mock";
+
+enum Mode {
+    Subscribe(Vec<String>),
+    Assign(Vec<TopicPartition>),
+}
+
+/// Builds a [`MockSource`]; from [`MockCluster::consumer`].
+#[must_use]
+pub struct MockSourceBuilder {
+    cluster: MockCluster,
+    group: String,
+    mode: Option<Mode>,
+    reset: OffsetReset,
+    max_batch: usize,
+}
+
+impl MockSourceBuilder {
+    pub(crate) fn new(cluster: MockCluster, group: String) -> Self {
+        Self {
+            cluster,
+            group,
+            mode: None,
+            reset: OffsetReset::Earliest,
+            max_batch: 500,
+        }
+    }
+
+    /// Join the group and share these topics with its other members.
+    pub fn subscribe(mut self, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.mode = Some(Mode::Subscribe(topics.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Read exactly these partitions, without membership; commits go to the group.
+    pub fn assign(mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Self {
+        self.mode = Some(Mode::Assign(partitions.into_iter().collect()));
+        self
+    }
+
+    /// Where to start without a committed offset (default earliest).
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.reset = reset;
+        self
+    }
+
+    /// Most records one poll returns (default 500).
+    pub fn max_batch(mut self, max: usize) -> Self {
+        self.max_batch = max;
+        self
+    }
+
+    /// Checks the settings and builds the consumer; it joins its group on first poll.
+    ///
+    /// # Errors
+    /// [`MockError::Config`] for an empty group id, no topics or a zero batch size;
+    /// [`MockError::UnknownTopic`] / [`MockError::UnknownPartition`] for what the cluster
+    /// does not have.
+    pub fn build(self) -> Result<MockSource, MockError> {
+        if self.group.is_empty() {
+            return Err(MockError::Config("group id must not be empty"));
+        }
+        if self.max_batch == 0 {
+            return Err(MockError::Config("max batch must be at least 1"));
+        }
+        let mode = self
+            .mode
+            .ok_or(MockError::Config("call subscribe(..) or assign(..)"))?;
+        {
+            let st = self.cluster.inner.state();
+            let check_topic = |t: &str| match st.partition_count(t) {
+                0 => Err(MockError::UnknownTopic(t.to_owned())),
+                n => Ok(n),
+            };
+            match &mode {
+                Mode::Subscribe(topics) if topics.is_empty() => {
+                    return Err(MockError::Config("subscribe to at least one topic"))
+                }
+                Mode::Assign(tps) if tps.is_empty() => {
+                    return Err(MockError::Config("assign at least one partition"))
+                }
+                Mode::Subscribe(topics) => {
+                    for t in topics {
+                        check_topic(t)?;
+                    }
+                }
+                Mode::Assign(tps) => {
+                    for tp in tps {
+                        if tp.partition() < 0 || tp.partition() >= check_topic(tp.topic())? {
+                            return Err(MockError::UnknownPartition {
+                                topic: tp.topic().to_owned(),
+                                partition: tp.partition(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(MockSource {
+            cluster: self.cluster,
+            group: self.group,
+            mode,
+            reset: self.reset,
+            max_batch: self.max_batch,
+            member: None,
+            generation_seen: 0,
+            held: Vec::new(),
+            stored: Offsets::new(),
+            closed: false,
+        })
+    }
+}
+
+struct Held {
+    tp: TopicPartition,
+    position: i64,
+}
+
+/// A consumer of a [`MockCluster`]: group member (or fixed assignment), with positions,
+/// stored offsets and commits. Dropping it without [`close`](MessageSource::close) is a
+/// crash: the group evicts it only after the session timeout.
+pub struct MockSource {
+    cluster: MockCluster,
+    group: String,
+    mode: Mode,
+    reset: OffsetReset,
+    max_batch: usize,
+    member: Option<MemberId>,
+    generation_seen: u64,
+    held: Vec<Held>,
+    stored: Offsets,
+    closed: bool,
+}
+
+impl MockSource {
+    /// The partitions this consumer reads now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.held.iter().map(|h| h.tp.clone()).collect()
+    }
+
+    /// Brings membership and assignment up to date, pushing the events it causes.
+    fn sync_assignment(&mut self, st: &mut ClusterState, batch: &mut PollBatch) -> Result<(), SourceError> {
+        let topics = match &self.mode {
+            Mode::Assign(tps) => {
+                if self.held.is_empty() && self.generation_seen == 0 {
+                    self.generation_seen = 1;
+                    st.groups.entry(self.group.clone()).or_default();
+                    let mut assigned = Vec::new();
+                    for tp in tps.clone() {
+                        let position = start_position(st, &self.group, &tp, self.reset)?;
+                        assigned.push(tp.clone());
+                        self.held.push(Held { tp, position });
+                    }
+                    batch.push_event(SourceEvent::Assigned(assigned));
+                }
+                return Ok(());
+            }
+            Mode::Subscribe(topics) => topics.clone(),
+        };
+        let session_timeout = st.session_timeout;
+        let group = st.groups.entry(self.group.clone()).or_default();
+        let mut must_rebalance = group.evict_expired(session_timeout, self.member);
+        let id = match self.member.filter(|id| group.members.contains_key(id)) {
+            Some(id) => id,
+            None => {
+                if self.member.is_some() {
+                    // Evicted while not polling: the partitions went to others uncommitted.
+                    let lost = self.assignment();
+                    self.held.clear();
+                    self.stored.clear();
+                    tracing::warn!(group = %self.group, "mock consumer was evicted; rejoining");
+                    batch.push_event(SourceEvent::Lost(lost));
+                }
+                let id = st.next_member;
+                st.next_member += 1;
+                let group = st.groups.entry(self.group.clone()).or_default();
+                group.members.insert(
+                    id,
+                    Member {
+                        topics,
+                        target: Vec::new(),
+                        last_seen: Instant::now(),
+                    },
+                );
+                self.member = Some(id);
+                must_rebalance = true;
+                id
+            }
+        };
+        if must_rebalance {
+            st.rebalance(&self.group);
+            self.cluster.inner.changed.notify_waiters();
+        }
+        let group = st.groups.entry(self.group.clone()).or_default();
+        if let Some(me) = group.members.get_mut(&id) {
+            me.last_seen = Instant::now();
+        }
+        if self.generation_seen != group.generation {
+            self.revoke_all(group, id, batch);
+            self.generation_seen = group.generation;
+        }
+        self.acquire_targets(st, id, batch)
+    }
+
+    /// Eager revoke: commit the stored position of every held partition, release it.
+    fn revoke_all(&mut self, group: &mut Group, id: MemberId, batch: &mut PollBatch) {
+        if self.held.is_empty() {
+            return;
+        }
+        let revoked = self.assignment();
+        for tp in &revoked {
+            if let Some(position) = self.stored.remove(tp) {
+                group.commit(tp.clone(), position);
+            }
+            if group.owners.get(tp) == Some(&id) {
+                group.owners.remove(tp);
+            }
+        }
+        self.held.clear();
+        batch.push_event(SourceEvent::Revoked(revoked));
+        self.cluster.inner.changed.notify_waiters();
+    }
+
+    /// Takes each target partition once its previous owner has released it.
+    fn acquire_targets(&mut self, st: &mut ClusterState, id: MemberId, batch: &mut PollBatch) -> Result<(), SourceError> {
+        let targets = st
+            .groups
+            .get(&self.group)
+            .and_then(|g| g.members.get(&id))
+            .map(|m| m.target.clone())
+            .unwrap_or_default();
+        let mut assigned = Vec::new();
+        for tp in targets {
+            if self.held.iter().any(|h| h.tp == tp) {
+                continue;
+            }
+            let free = st
+                .groups
+                .get(&self.group)
+                .is_some_and(|g| g.owners.get(&tp).is_none_or(|o| *o == id));
+            if !free {
+                continue;
+            }
+            let position = start_position(st, &self.group, &tp, self.reset)?;
+            if let Some(g) = st.groups.get_mut(&self.group) {
+                g.owners.insert(tp.clone(), id);
+            }
+            assigned.push(tp.clone());
+            self.held.push(Held { tp, position });
+        }
+        if !assigned.is_empty() {
+            batch.push_event(SourceEvent::Assigned(assigned));
+        }
+        Ok(())
+    }
+
+    /// Moves up to `max_batch` records from the held partitions into `batch`, taking
+    /// from each in turn so no partition starves.
+    fn fetch(&mut self, st: &ClusterState, batch: &mut PollBatch) -> Result<(), SourceError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let share = (self.max_batch / self.held.len()).max(1);
+        let mut room = self.max_batch;
+        for h in &mut self.held {
+            if room == 0 {
+                break;
+            }
+            let Some(log) = st.log(&h.tp) else { continue };
+            if h.position < log.start || h.position > log.end() {
+                let reset_to = match self.reset {
+                    OffsetReset::Earliest => log.start,
+                    OffsetReset::Latest => log.end(),
+                    _ => {
+                        return Err(SourceError::fatal(
+                            BACKEND,
+                            format!(
+                                "offset {} of {} is out of range [{}, {}] and offset reset is none",
+                                h.position,
+                                h.tp,
+                                log.start,
+                                log.end()
+                            ),
+                        ))
+                    }
+                };
+                tracing::warn!(tp = %h.tp, position = h.position, reset_to, "offset out of range; applying the reset policy");
+                h.position = reset_to;
+            }
+            let from = (h.position - log.start) as usize;
+            let take = share.min(room).min(log.records.len() - from);
+            for m in &log.records[from..from + take] {
+                batch.push(m.clone());
+            }
+            h.position += take as i64;
+            room -= take;
+        }
+        Ok(())
+    }
+}
+
+fn start_position(st: &ClusterState, group: &str, tp: &TopicPartition, reset: OffsetReset) -> Result<i64, SourceError> {
+    let committed = st.groups.get(group).and_then(|g| g.committed.get(tp)).copied();
+    if let Some(c) = committed {
+        return Ok(c);
+    }
+    let log = st
+        .log(tp)
+        .ok_or_else(|| SourceError::fatal(BACKEND, format!("unknown partition {tp}")))?;
+    match reset {
+        OffsetReset::Earliest => Ok(log.start),
+        OffsetReset::Latest => Ok(log.end()),
+        _ => Err(SourceError::fatal(
+            BACKEND,
+            format!("no committed offset for {tp} in group {group:?} and offset reset is none"),
+        )),
+    }
+}
+
+#[async_trait]
+impl MessageSource for MockSource {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
+        if self.closed {
+            return Err(SourceError::fatal(BACKEND, "poll after close"));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let inner = std::sync::Arc::clone(&self.cluster.inner);
+        loop {
+            // Registered before looking, so a produce in between still wakes us.
+            let notified = inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = inner.state();
+                self.sync_assignment(&mut st, batch)?;
+                self.fetch(&st, batch)?;
+            }
+            // Nothing below awaits once the batch holds something: cancel-safe.
+            if !batch.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+            }
+        }
+    }
+
+    fn store(&mut self, positions: &Offsets) {
+        for (tp, position) in positions.iter() {
+            if self.held.iter().any(|h| &h.tp == tp) {
+                self.stored.insert(tp.clone(), position);
+            }
+        }
+    }
+
+    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
+        let mut st = self.cluster.inner.state();
+        let group = st.groups.entry(self.group.clone()).or_default();
+        if let Some(id) = self.member {
+            if !group.members.contains_key(&id) {
+                return Err(SourceError::transient(BACKEND, "unknown member id: evicted from the group"));
+            }
+            // Kafka rejects a commit naming partitions the member does not own.
+            if let Some((tp, _)) = positions.iter().find(|(tp, _)| group.owners.get(*tp) != Some(&id)) {
+                return Err(SourceError::transient(
+                    BACKEND,
+                    format!("cannot commit {tp}: not owned by this member (rebalance in progress)"),
+                ));
+            }
+        }
+        for (tp, position) in positions.iter() {
+            group.commit(tp.clone(), position);
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        self.closed = true;
+        if let Some(id) = self.member.take() {
+            let mut st = self.cluster.inner.state();
+            let group = st.groups.entry(self.group.clone()).or_default();
+            group.remove_member(id);
+            if !group.members.is_empty() {
+                st.rebalance(&self.group);
+            }
+            drop(st);
+            self.cluster.inner.changed.notify_waiters();
+        }
+        self.held.clear();
+        Ok(())
+    }
+}
