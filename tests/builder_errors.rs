@@ -1,12 +1,16 @@
 //! Every builder error of the manager and the mock backend, with its type and message.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;
 
 use common::cluster_with;
 use kafka_thread_manager::mock::{MockCluster, MockError};
-use kafka_thread_manager::{BuildError, CommitPolicy, Message, ThreadManager, ThreadManagerBuilder};
+use kafka_thread_manager::{
+    BuildError, CommitPolicy, Message, ThreadManager, ThreadManagerBuilder,
+};
 
 fn builder() -> ThreadManagerBuilder {
     let cluster = cluster_with("t", 1, 0);
@@ -21,7 +25,9 @@ fn err(b: ThreadManagerBuilder) -> BuildError {
 #[test]
 fn missing_callback() {
     let cluster = cluster_with("t", 1, 0);
-    let e = err(ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap()));
+    let e = err(ThreadManager::builder(
+        cluster.consumer("g").subscribe(["t"]).build().unwrap(),
+    ));
     assert_eq!(e, BuildError::MissingCallback);
     assert_eq!(
         e.to_string(),
@@ -40,7 +46,10 @@ fn zero_poll_timeout() {
 fn zero_commit_count_and_interval() {
     let e = err(builder().commit_policy(CommitPolicy::EveryN(0)));
     assert_eq!(e, BuildError::ZeroCommitCount);
-    assert_eq!(e.to_string(), "commit policy EveryN needs at least 1 message, got 0");
+    assert_eq!(
+        e.to_string(),
+        "commit policy EveryN needs at least 1 message, got 0"
+    );
     let e = err(builder().commit_policy(CommitPolicy::Interval(Duration::ZERO)));
     assert_eq!(e, BuildError::ZeroCommitInterval);
     assert_eq!(e.to_string(), "commit interval must be greater than zero");
@@ -53,7 +62,10 @@ fn invalid_thread_names() {
     let e = err(builder().thread_name("a\0b"));
     assert_eq!(
         e,
-        BuildError::InvalidThreadName { name: "a\0b".into(), reason: "it contains a NUL byte" }
+        BuildError::InvalidThreadName {
+            name: "a\0b".into(),
+            reason: "it contains a NUL byte"
+        }
     );
 }
 
@@ -93,17 +105,57 @@ fn mock_consumer_builder_errors() {
     let cluster = MockCluster::new();
     cluster.create_topic("t", 2).unwrap();
     let cases: Vec<(Result<_, MockError>, &str)> = vec![
-        (cluster.consumer("").subscribe(["t"]).build().map(drop), "invalid mock consumer configuration: group id must not be empty"),
-        (cluster.consumer("g").build().map(drop), "invalid mock consumer configuration: call subscribe(..) or assign(..)"),
-        (cluster.consumer("g").subscribe(Vec::<String>::new()).build().map(drop), "invalid mock consumer configuration: subscribe to at least one topic"),
-        (cluster.consumer("g").subscribe(["t"]).max_batch(0).build().map(drop), "invalid mock consumer configuration: max batch must be at least 1"),
-        (cluster.consumer("g").subscribe(["nope"]).build().map(drop), "unknown topic \"nope\""),
-        (cluster.consumer("g").assign([kafka_thread_manager::TopicPartition::new("t", 2)]).build().map(drop), "topic \"t\" has no partition 2"),
+        (
+            cluster.consumer("").subscribe(["t"]).build().map(drop),
+            "invalid mock consumer configuration: group id must not be empty",
+        ),
+        (
+            cluster.consumer("g").build().map(drop),
+            "invalid mock consumer configuration: call subscribe(..) or assign(..)",
+        ),
+        (
+            cluster
+                .consumer("g")
+                .subscribe(Vec::<String>::new())
+                .build()
+                .map(drop),
+            "invalid mock consumer configuration: subscribe to at least one topic",
+        ),
+        (
+            cluster
+                .consumer("g")
+                .subscribe(["t"])
+                .max_batch(0)
+                .build()
+                .map(drop),
+            "invalid mock consumer configuration: max batch must be at least 1",
+        ),
+        (
+            cluster.consumer("g").subscribe(["nope"]).build().map(drop),
+            "unknown topic \"nope\"",
+        ),
+        (
+            cluster
+                .consumer("g")
+                .assign([kafka_thread_manager::TopicPartition::new("t", 2)])
+                .build()
+                .map(drop),
+            "topic \"t\" has no partition 2",
+        ),
     ];
     for (result, message) in cases {
         assert_eq!(result.unwrap_err().to_string(), message);
     }
-    assert_eq!(cluster.create_topic("t", 1), Err(MockError::TopicExists("t".into())));
-    assert_eq!(cluster.create_topic("u", 0), Err(MockError::InvalidPartitionCount(0)));
-    assert!(matches!(cluster.produce("t", 5, kafka_thread_manager::mock::Record::new("x")), Err(MockError::UnknownPartition { .. })));
+    assert_eq!(
+        cluster.create_topic("t", 1),
+        Err(MockError::TopicExists("t".into()))
+    );
+    assert_eq!(
+        cluster.create_topic("u", 0),
+        Err(MockError::InvalidPartitionCount(0))
+    );
+    assert!(matches!(
+        cluster.produce("t", 5, kafka_thread_manager::mock::Record::new("x")),
+        Err(MockError::UnknownPartition { .. })
+    ));
 }

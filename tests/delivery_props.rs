@@ -4,6 +4,8 @@
 //! - nothing is committed beyond what was handled (checked at every commit);
 //! - after restarts from the committed offsets, no message is lost.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,7 +58,10 @@ impl<S> CommitAuditor<S> {
             // the highest unhandled offset below `pos` must not exist.
             let p = tp.partition();
             if pos > 0 && !handled.contains(&(p, pos - 1)) {
-                self.violations.lock().unwrap().push(format!("{what} {tp}@{pos} but {} not handled", pos - 1));
+                self.violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("{what} {tp}@{pos} but {} not handled", pos - 1));
             }
         }
     }
@@ -89,24 +94,49 @@ fn run_strategy() -> impl Strategy<Value = Run> {
 }
 
 fn plan(run: &Run) -> FaultPlan {
-    run.faults.iter().fold(FaultPlan::new(), |plan, &(on_poll, n, kind)| {
-        let fault = match kind {
-            0 => Fault::Transient,
-            1 => Fault::Disconnect(2),
-            2 => Fault::Delay(Duration::from_millis(2)),
-            _ => Fault::Fatal,
-        };
-        if on_poll { plan.on_poll(n, fault) } else { plan.on_commit(n, fault) }
-    })
+    run.faults
+        .iter()
+        .fold(FaultPlan::new(), |plan, &(on_poll, n, kind)| {
+            let fault = match kind {
+                0 => Fault::Transient,
+                1 => Fault::Disconnect(2),
+                2 => Fault::Delay(Duration::from_millis(2)),
+                _ => Fault::Fatal,
+            };
+            if on_poll {
+                plan.on_poll(n, fault)
+            } else {
+                plan.on_commit(n, fault)
+            }
+        })
 }
 
 /// One manager run; returns when it stopped by itself or after `stop_after` handled.
-fn one_run(cluster: &MockCluster, run: &Run, handled: &Handled, violations: &Arc<Mutex<Vec<String>>>, clean: bool) {
-    let source = cluster.consumer("g").subscribe(["t"]).max_batch(7).build().unwrap();
+fn one_run(
+    cluster: &MockCluster,
+    run: &Run,
+    handled: &Handled,
+    violations: &Arc<Mutex<Vec<String>>>,
+    clean: bool,
+) {
+    let source = cluster
+        .consumer("g")
+        .subscribe(["t"])
+        .max_batch(7)
+        .build()
+        .unwrap();
     let plan = if clean { FaultPlan::new() } else { plan(run) };
-    let audited = CommitAuditor { inner: Faulty::new(source, plan), handled: Arc::clone(handled), violations: Arc::clone(violations) };
+    let audited = CommitAuditor {
+        inner: Faulty::new(source, plan),
+        handled: Arc::clone(handled),
+        violations: Arc::clone(violations),
+    };
     let seen = Arc::clone(handled);
-    let (fail_at, rebalance_at) = if clean { (None, None) } else { (run.fail_at, run.rebalance_at) };
+    let (fail_at, rebalance_at) = if clean {
+        (None, None)
+    } else {
+        (run.fail_at, run.rebalance_at)
+    };
     let rebalancer = cluster.clone();
     let mut count = 0u64;
     let manager = ThreadManager::builder(audited)
@@ -136,7 +166,10 @@ fn one_run(cluster: &MockCluster, run: &Run, handled: &Handled, violations: &Arc
     let total = 3 * 40;
     for _ in 0..4000 {
         let s = manager.stats();
-        if s.state.is_terminal() || s.messages_handled >= target || handled.lock().unwrap().len() >= total {
+        if s.state.is_terminal()
+            || s.messages_handled >= target
+            || handled.lock().unwrap().len() >= total
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));

@@ -1,6 +1,8 @@
 //! Property: random sequences of lifecycle operations never deadlock or panic, every
 //! call answers as the state allows, and every observed state change is in the table.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;
@@ -29,7 +31,12 @@ enum Trouble {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![Just(Op::Start), Just(Op::Stop), (0u64..40).prop_map(Op::Wait), Just(Op::Drop)]
+    prop_oneof![
+        Just(Op::Start),
+        Just(Op::Stop),
+        (0u64..40).prop_map(Op::Wait),
+        Just(Op::Drop)
+    ]
 }
 
 fn trouble() -> impl Strategy<Value = Trouble> {

@@ -1,6 +1,8 @@
 //! The manager's behaviour on the in-memory backend: lifecycle, stop, lifetime, failures,
 //! commits and rebalances.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +48,17 @@ fn stop_is_prompt_commits_what_was_handled_and_is_idempotent() {
         assert_eq!(cluster.committed("g", "t", p), Some(30), "partition {p}");
     }
     assert_eq!(m.stop().unwrap(), report, "stop is idempotent");
-    assert_eq!(cluster.member_count("g"), 0, "the source left its group on close");
-    let seen: Vec<_> = changes.lock().unwrap().iter().map(|c| (c.from, c.to)).collect();
+    assert_eq!(
+        cluster.member_count("g"),
+        0,
+        "the source left its group on close"
+    );
+    let seen: Vec<_> = changes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.from, c.to))
+        .collect();
     assert_eq!(
         seen,
         vec![
@@ -67,7 +78,10 @@ fn invalid_calls_are_typed_errors() {
         .unwrap();
     assert!(matches!(
         m.wait(Some(Duration::from_millis(1))),
-        Err(Error::InvalidState { state: State::Created, .. })
+        Err(Error::InvalidState {
+            state: State::Created,
+            ..
+        })
     ));
     m.start().unwrap();
     let e = m.start().unwrap_err();
@@ -75,7 +89,10 @@ fn invalid_calls_are_typed_errors() {
     m.stop().unwrap();
     assert!(matches!(
         m.start(),
-        Err(Error::InvalidState { action: "start", state: State::Stopped })
+        Err(Error::InvalidState {
+            action: "start",
+            state: State::Stopped
+        })
     ));
 }
 
@@ -106,11 +123,12 @@ fn lifetime_ends_the_thread_by_itself_and_zero_means_no_limit() {
     assert_eq!(report.final_state, State::Stopped);
     assert_eq!(cluster.committed("g", "t", 0), Some(10));
 
-    let unlimited = ThreadManager::builder(cluster.consumer("g2").subscribe(["t"]).build().unwrap())
-        .callback(noop)
-        .thread_lifetime(Duration::ZERO)
-        .build()
-        .unwrap();
+    let unlimited =
+        ThreadManager::builder(cluster.consumer("g2").subscribe(["t"]).build().unwrap())
+            .callback(noop)
+            .thread_lifetime(Duration::ZERO)
+            .build()
+            .unwrap();
     unlimited.start().unwrap();
     assert!(matches!(
         unlimited.wait(Some(Duration::from_millis(400))),
@@ -138,11 +156,21 @@ fn a_callback_error_fails_the_manager_and_commits_nothing_past_it() {
     let StopReason::CallbackFailed(f) = &report.reason else {
         panic!("unexpected reason {:?}", report.reason)
     };
-    assert_eq!((f.offset, f.panicked, f.reason.as_str()), (7, false, "bad payload"));
+    assert_eq!(
+        (f.offset, f.panicked, f.reason.as_str()),
+        (7, false, "bad payload")
+    );
     assert_eq!(report.callback_failures, 1);
-    assert_eq!(cluster.committed("g", "t", 0), Some(7), "offset 7 is not committed");
+    assert_eq!(
+        cluster.committed("g", "t", 0),
+        Some(7),
+        "offset 7 is not committed"
+    );
     assert_eq!(m.state(), State::Failed);
-    assert_eq!(m.stats().last_error.as_deref(), Some("callback failed on t[0]@7: bad payload"));
+    assert_eq!(
+        m.stats().last_error.as_deref(),
+        Some("callback failed on t[0]@7: bad payload")
+    );
 }
 
 #[test]
@@ -168,7 +196,12 @@ fn a_callback_panic_is_caught_and_reported() {
 #[test]
 fn transient_poll_and_commit_errors_are_retried_counted_and_lose_nothing() {
     let cluster = cluster_with("t", 2, 40);
-    let source = cluster.consumer("g").subscribe(["t"]).max_batch(4).build().unwrap();
+    let source = cluster
+        .consumer("g")
+        .subscribe(["t"])
+        .max_batch(4)
+        .build()
+        .unwrap();
     let plan = FaultPlan::new()
         .on_poll(2, Fault::Transient)
         .on_poll(4, Fault::Disconnect(3))
@@ -197,17 +230,31 @@ fn transient_poll_and_commit_errors_are_retried_counted_and_lose_nothing() {
 #[test]
 fn a_fatal_source_error_ends_failed() {
     let cluster = cluster_with("t", 1, 5);
-    let source = cluster.consumer("g").subscribe(["t"]).max_batch(1).build().unwrap();
-    let m = ThreadManager::builder(Faulty::new(source, FaultPlan::new().on_poll(3, Fault::Fatal)))
-        .callback(noop)
+    let source = cluster
+        .consumer("g")
+        .subscribe(["t"])
+        .max_batch(1)
         .build()
         .unwrap();
+    let m = ThreadManager::builder(Faulty::new(
+        source,
+        FaultPlan::new().on_poll(3, Fault::Fatal),
+    ))
+    .callback(noop)
+    .build()
+    .unwrap();
     m.start().unwrap();
     let report = m.wait(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(report.final_state, State::Failed);
-    assert!(matches!(report.reason, StopReason::SourceFailed(ref s) if s.contains("injected fatal")));
+    assert!(
+        matches!(report.reason, StopReason::SourceFailed(ref s) if s.contains("injected fatal"))
+    );
     assert_eq!(report.messages_handled, 2);
-    assert_eq!(cluster.committed("g", "t", 0), Some(2), "handled messages are still committed");
+    assert_eq!(
+        cluster.committed("g", "t", 0),
+        Some(2),
+        "handled messages are still committed"
+    );
 }
 
 #[test]
@@ -234,9 +281,17 @@ fn stop_from_inside_the_callback_does_not_deadlock() {
     let report = m.wait(Some(Duration::from_secs(20))).unwrap();
     slot.lock().unwrap().take();
     assert_eq!(report.reason, StopReason::Requested);
-    assert_eq!(report.messages_handled, 11, "the in-flight callback finished, nothing after it");
+    assert_eq!(
+        report.messages_handled, 11,
+        "the in-flight callback finished, nothing after it"
+    );
     assert_eq!(cluster.committed("g", "t", 0), Some(11));
-    assert!(answer.lock().unwrap().as_deref().unwrap().starts_with("stop() called from the consumer thread"));
+    assert!(answer
+        .lock()
+        .unwrap()
+        .as_deref()
+        .unwrap()
+        .starts_with("stop() called from the consumer thread"));
 }
 
 #[test]
@@ -286,15 +341,22 @@ fn rebalance_commits_revoked_partitions_before_the_new_owner_reads_them() {
     let seen: Arc<Mutex<Vec<(i32, i64, u8)>>> = Arc::default();
     let make = |who: u8| {
         let seen = Arc::clone(&seen);
-        ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).max_batch(10).build().unwrap())
-            .callback(move |m: &Message| -> Ok {
-                seen.lock().unwrap().push((m.partition(), m.offset(), who));
-                std::thread::sleep(Duration::from_micros(200));
-                Ok(())
-            })
-            .commit_policy(CommitPolicy::Interval(Duration::from_secs(3600)))
-            .build()
-            .unwrap()
+        ThreadManager::builder(
+            cluster
+                .consumer("g")
+                .subscribe(["t"])
+                .max_batch(10)
+                .build()
+                .unwrap(),
+        )
+        .callback(move |m: &Message| -> Ok {
+            seen.lock().unwrap().push((m.partition(), m.offset(), who));
+            std::thread::sleep(Duration::from_micros(200));
+            Ok(())
+        })
+        .commit_policy(CommitPolicy::Interval(Duration::from_secs(3600)))
+        .build()
+        .unwrap()
     };
     let a = make(1);
     a.start().unwrap();
@@ -312,8 +374,14 @@ fn rebalance_commits_revoked_partitions_before_the_new_owner_reads_them() {
     let n = keys.len();
     keys.dedup();
     assert_eq!(keys.len(), 400, "every message handled");
-    assert_eq!(n, 400, "no duplicates: the revoke committed what was handled");
-    assert!(seen.iter().any(|s| s.2 == 2), "the second member got partitions");
+    assert_eq!(
+        n, 400,
+        "no duplicates: the revoke committed what was handled"
+    );
+    assert!(
+        seen.iter().any(|s| s.2 == 2),
+        "the second member got partitions"
+    );
     assert!(a.stats().rebalances >= 2);
 }
 
@@ -323,7 +391,11 @@ fn every_observed_change_is_in_the_table() {
     let (changes, listener) = recorder();
     let m = ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap())
         .callback(|m: &Message| -> Result<(), &'static str> {
-            if m.offset() == 2 { Err("no") } else { Ok(()) }
+            if m.offset() == 2 {
+                Err("no")
+            } else {
+                Ok(())
+            }
         })
         .on_state_change(listener)
         .build()

@@ -10,7 +10,9 @@ use kafka_thread_manager::{StateChange, ThreadManager, TopicPartition};
 /// A cluster with `topic` of `partitions`, filled with `count` records round-robin.
 pub fn cluster_with(topic: &str, partitions: i32, count: u64) -> MockCluster {
     let cluster = MockCluster::new();
-    cluster.create_topic(topic, partitions).expect("create topic");
+    cluster
+        .create_topic(topic, partitions)
+        .expect("create topic");
     cluster.fill(topic, count, 8).expect("fill");
     cluster
 }
@@ -26,9 +28,11 @@ pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Waits until the manager has handled `n` messages.
 pub fn handled_at_least(m: &ThreadManager, n: u64) {
-    eventually(Duration::from_secs(20), &format!("{n} messages handled"), || {
-        m.stats().messages_handled >= n
-    });
+    eventually(
+        Duration::from_secs(20),
+        &format!("{n} messages handled"),
+        || m.stats().messages_handled >= n,
+    );
 }
 
 /// Every (partition, offset) a callback saw, in order.

@@ -4,8 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::callback::{AsyncFn, Handler};
-use crate::manager::{RunConfig, StateListener};
+use crate::callback::{AsyncFn, AsyncHandler, Handle, SyncHandler};
+use crate::manager::{Launch, RunConfig, StateListener};
+use crate::runner::Runner;
 use crate::{
     AsyncCallback, BuildError, Callback, CallbackError, CommitPolicy, FailurePolicy, Message,
     MessageSource, RetryBackoff, StateChange, ThreadManager,
@@ -18,7 +19,7 @@ pub const DEFAULT_THREAD_LIFETIME: Duration = Duration::from_secs(40);
 #[must_use]
 pub struct ThreadManagerBuilder {
     source: Box<dyn MessageSource>,
-    handler: Option<Handler>,
+    launch: Option<Launch>,
     thread_name: Option<String>,
     config: RunConfig,
     shutdown_timeout: Duration,
@@ -29,7 +30,7 @@ impl ThreadManagerBuilder {
     pub(crate) fn new(source: Box<dyn MessageSource>) -> Self {
         Self {
             source,
-            handler: None,
+            launch: None,
             thread_name: None,
             config: RunConfig {
                 thread_lifetime: Some(DEFAULT_THREAD_LIFETIME),
@@ -50,13 +51,13 @@ impl ThreadManagerBuilder {
         F: FnMut(&Message) -> Result<(), E> + Send + 'static,
         E: Into<CallbackError>,
     {
-        self.handler = Some(Handler::Sync(Box::new(callback)));
+        self.launch = Some(launcher(SyncHandler(callback)));
         self
     }
 
     /// The handler, as a type implementing [`Callback`].
     pub fn handler(mut self, handler: impl Callback) -> Self {
-        self.handler = Some(Handler::Sync(Box::new(handler)));
+        self.launch = Some(launcher(SyncHandler(handler)));
         self
     }
 
@@ -68,13 +69,13 @@ impl ThreadManagerBuilder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<CallbackError> + 'static,
     {
-        self.handler = Some(Handler::Async(Box::new(AsyncFn(callback))));
+        self.launch = Some(launcher(AsyncHandler(AsyncFn(callback))));
         self
     }
 
     /// The handler, as a type implementing [`AsyncCallback`].
     pub fn async_handler(mut self, handler: impl AsyncCallback) -> Self {
-        self.handler = Some(Handler::Async(Box::new(handler)));
+        self.launch = Some(launcher(AsyncHandler(handler)));
         self
     }
 
@@ -131,14 +132,17 @@ impl ThreadManagerBuilder {
 
     /// Called on every state change, in order, from the thread that caused it. It must
     /// be quick and must not call `start()` or `stop()`.
-    pub fn on_state_change(mut self, listener: impl Fn(StateChange) + Send + Sync + 'static) -> Self {
+    pub fn on_state_change(
+        mut self,
+        listener: impl Fn(StateChange) + Send + Sync + 'static,
+    ) -> Self {
         self.listener = Some(Arc::new(listener));
         self
     }
 
     /// Validates the configuration and builds the manager (not yet started).
     pub fn build(self) -> Result<ThreadManager, BuildError> {
-        let handler = self.handler.ok_or(BuildError::MissingCallback)?;
+        let launch = self.launch.ok_or(BuildError::MissingCallback)?;
         let c = &self.config;
         if c.poll_timeout.is_zero() {
             return Err(BuildError::ZeroPollTimeout);
@@ -152,7 +156,10 @@ impl ThreadManagerBuilder {
         if initial.is_zero() || initial > max {
             return Err(BuildError::InvalidBackoff { initial, max });
         }
-        for (which, d) in [("close", c.close_timeout), ("shutdown", self.shutdown_timeout)] {
+        for (which, d) in [
+            ("close", c.close_timeout),
+            ("shutdown", self.shutdown_timeout),
+        ] {
             if d.is_zero() {
                 return Err(BuildError::ZeroTimeout { which });
             }
@@ -163,13 +170,20 @@ impl ThreadManagerBuilder {
         };
         Ok(ThreadManager::new(
             self.source,
-            handler,
+            launch,
             thread_name,
             self.config,
             self.shutdown_timeout,
             self.listener,
         ))
     }
+}
+
+/// Erases the handler's type here, at the thread boundary, so the runner is compiled for
+/// it (a sync callback is inlined into the per-message loop) while `ThreadManager` stays
+/// a plain type.
+fn launcher<H: Handle>(handler: H) -> Launch {
+    Box::new(move |args| Runner::new(args, handler).run())
 }
 
 fn validate_thread_name(name: String) -> Result<String, BuildError> {

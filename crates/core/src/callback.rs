@@ -151,33 +151,92 @@ impl fmt::Display for CallbackFailure {
     }
 }
 
-/// The handler the runner calls: one of the two kinds, with panics caught.
-pub(crate) enum Handler {
-    Sync(Box<dyn Callback>),
-    Async(Box<dyn AsyncCallback>),
+/// How the runner calls the user's handler. The runner is generic over it, so a sync
+/// callback is inlined into the per-message loop rather than called through a vtable.
+pub(crate) trait Handle: Send + 'static {
+    /// Whether [`Handle::call_sync`] is the way to call it.
+    const SYNC: bool;
+
+    /// Calls a sync handler, catching a panic.
+    fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>>;
+
+    /// Calls the handler, sync or async, catching a panic.
+    fn call_async<'a>(
+        &'a mut self,
+        message: &'a Message,
+    ) -> impl Future<Output = Result<(), Box<CallbackFailure>>> + Send + 'a;
 }
 
-impl Handler {
-    /// Calls the handler; an error or a panic becomes a [`CallbackFailure`].
-    pub(crate) async fn handle(&mut self, message: &Message) -> Result<(), CallbackFailure> {
-        let outcome = match self {
-            Handler::Sync(cb) => catch_unwind(AssertUnwindSafe(|| cb.call(message))),
-            Handler::Async(cb) => AssertUnwindSafe(cb.call(message)).catch_unwind().await,
-        };
-        let (reason, panicked, kind) = match outcome {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => (e.to_string(), false, e.kind()),
-            Err(panic) => (panic_message(&*panic), true, FailureKind::Permanent),
-        };
-        Err(CallbackFailure {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            reason,
-            panicked,
-            kind,
-        })
+/// A sync [`Callback`] as a [`Handle`].
+pub(crate) struct SyncHandler<C>(pub(crate) C);
+
+/// An [`AsyncCallback`] as a [`Handle`].
+pub(crate) struct AsyncHandler<A>(pub(crate) A);
+
+impl<C: Callback> Handle for SyncHandler<C> {
+    const SYNC: bool = true;
+
+    #[inline]
+    fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.call(message))) {
+            Ok(Ok(())) => Ok(()),
+            outcome => Err(failure(message, outcome)),
+        }
     }
+
+    fn call_async<'a>(
+        &'a mut self,
+        message: &'a Message,
+    ) -> impl Future<Output = Result<(), Box<CallbackFailure>>> + Send + 'a {
+        std::future::ready(self.call_sync(message))
+    }
+}
+
+impl<A: AsyncCallback> Handle for AsyncHandler<A> {
+    const SYNC: bool = false;
+
+    fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
+        // The runner checks `SYNC` first; should that ever be wrong, fail the message
+        // (nothing is committed past it) rather than pretend it was handled.
+        Err(failure(
+            message,
+            Ok(Err(CallbackError::permanent(
+                "internal error: async handler called synchronously",
+            ))),
+        ))
+    }
+
+    async fn call_async(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
+        match AssertUnwindSafe(self.0.call(message)).catch_unwind().await {
+            Ok(Ok(())) => Ok(()),
+            outcome => Err(failure(message, outcome)),
+        }
+    }
+}
+
+/// Boxed, so the per-message outcome type stays one word on the success path.
+#[cold]
+fn failure(
+    message: &Message,
+    outcome: Result<Result<(), CallbackError>, Box<dyn Any + Send>>,
+) -> Box<CallbackFailure> {
+    let (reason, panicked, kind) = match outcome {
+        Ok(Ok(())) => (
+            "callback succeeded".to_owned(),
+            false,
+            FailureKind::Retryable,
+        ),
+        Ok(Err(e)) => (e.to_string(), false, e.kind()),
+        Err(panic) => (panic_message(&*panic), true, FailureKind::Permanent),
+    };
+    Box::new(CallbackFailure {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        reason,
+        panicked,
+        kind,
+    })
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {

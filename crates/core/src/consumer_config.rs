@@ -177,14 +177,18 @@ pub struct ConsumerConfigBuilder {
 
 impl ConsumerConfigBuilder {
     /// Brokers to bootstrap from, each `host:port`.
-    pub fn bootstrap_servers(mut self, servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn bootstrap_servers(
+        mut self,
+        servers: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         self.config.bootstrap_servers = servers.into_iter().map(Into::into).collect();
         self
     }
 
     /// Subscribe to these topics as a group member.
     pub fn topics(mut self, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.config.subscription = Subscription::Topics(topics.into_iter().map(Into::into).collect());
+        self.config.subscription =
+            Subscription::Topics(topics.into_iter().map(Into::into).collect());
         self
     }
 
@@ -390,11 +394,17 @@ mod tests {
                 }
             );
         }
-        assert_eq!(base().topics(Vec::<String>::new()).build(), Err(ConfigError::NoTopics));
+        assert_eq!(
+            base().topics(Vec::<String>::new()).build(),
+            Err(ConfigError::NoTopics)
+        );
         let long = "a".repeat(250);
         for name in ["", "bad name", "..", long.as_str(), "caf\u{e9}"] {
             let e = base().topics([name]).build().unwrap_err();
-            assert!(matches!(e, ConfigError::InvalidTopicName { .. }), "{name:?}: {e}");
+            assert!(
+                matches!(e, ConfigError::InvalidTopicName { .. }),
+                "{name:?}: {e}"
+            );
         }
         assert!(base().topics(["a".repeat(249)]).build().is_ok());
         assert_eq!(base().group_id("").build(), Err(ConfigError::EmptyGroupId));

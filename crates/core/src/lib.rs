@@ -24,6 +24,7 @@ mod progress;
 mod runner;
 mod source;
 mod stats;
+mod stop_signal;
 
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{AsyncCallback, Callback, CallbackError, CallbackFailure, FailureKind};
@@ -37,7 +38,7 @@ pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
 pub use offsets::{OffsetReset, Offsets};
 pub use source::{MessageSource, PollBatch, SourceEvent};
-pub use stats::{StopReason, StopReport, Stats};
+pub use stats::{Stats, StopReason, StopReport};
 
 /// Re-exported so backends and users implement [`MessageSource`] and [`AsyncCallback`]
 /// with the same macro version.

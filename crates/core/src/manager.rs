@@ -5,13 +5,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::callback::Handler;
 use crate::lifecycle::{next_state, StateChange, Trigger};
-use crate::runner::Runner;
 use crate::stats::{Counters, LiveState};
+use crate::stop_signal::StopSignal;
 use crate::{
     CommitPolicy, Error, FailurePolicy, MessageSource, Offsets, RetryBackoff, State, Stats,
     StopReason, StopReport, ThreadManagerBuilder,
@@ -45,7 +43,7 @@ pub(crate) struct Shared {
     /// Serialises listener calls so they are seen in transition order.
     listener_turn: Mutex<()>,
     listener: Option<StateListener>,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) stop: StopSignal,
     pub(crate) counters: Counters,
     pub(crate) live: Mutex<LiveState>,
     pub(crate) thread_id: OnceLock<ThreadId>,
@@ -90,7 +88,10 @@ impl Shared {
                 return Some(report.clone());
             }
             guard = match deadline {
-                None => self.changed.wait(guard).unwrap_or_else(PoisonError::into_inner),
+                None => self
+                    .changed
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner),
                 Some(d) => {
                     let left = d.checked_duration_since(Instant::now())?;
                     self.changed
@@ -111,13 +112,24 @@ impl Shared {
         } else {
             drop(guard);
         }
-        self.cancel.cancel();
+        self.stop.raise();
     }
 }
 
-struct Launch {
+/// Starts the consumer thread's work: a runner compiled for the handler's type.
+pub(crate) type Launch = Box<dyn FnOnce(LaunchArgs) + Send>;
+
+/// What the runner is given when the thread starts.
+pub(crate) struct LaunchArgs {
+    pub(crate) source: Box<dyn MessageSource>,
+    pub(crate) config: RunConfig,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) started_at: Instant,
+}
+
+struct Pending {
     source: Box<dyn MessageSource>,
-    handler: Handler,
+    launch: Launch,
     config: RunConfig,
 }
 
@@ -158,7 +170,7 @@ struct Launch {
 /// ```
 pub struct ThreadManager {
     shared: Arc<Shared>,
-    launch: Mutex<Option<Launch>>,
+    pending: Mutex<Option<Pending>>,
     join: Mutex<Option<JoinHandle<()>>>,
     thread_name: String,
     shutdown_timeout: Duration,
@@ -172,7 +184,7 @@ impl ThreadManager {
 
     pub(crate) fn new(
         source: Box<dyn MessageSource>,
-        handler: Handler,
+        launch: Launch,
         thread_name: String,
         config: RunConfig,
         shutdown_timeout: Duration,
@@ -189,14 +201,14 @@ impl ThreadManager {
                 changed: Condvar::new(),
                 listener_turn: Mutex::new(()),
                 listener,
-                cancel: CancellationToken::new(),
+                stop: StopSignal::default(),
                 counters: Counters::default(),
                 live: Mutex::new(LiveState::default()),
                 thread_id: OnceLock::new(),
             }),
-            launch: Mutex::new(Some(Launch {
+            pending: Mutex::new(Some(Pending {
                 source,
-                handler,
+                launch,
                 config,
             })),
             join: Mutex::new(None),
@@ -219,24 +231,24 @@ impl ThreadManager {
                 state: guard.state,
             });
         }
-        let Some(launch) = lock(&self.launch).take() else {
+        let Some(pending) = lock(&self.pending).take() else {
             return Err(Error::InvalidState {
                 action: "start",
                 state: guard.state,
             });
         };
         let started_at = Instant::now();
-        let runner = Runner::new(
-            launch.source,
-            launch.handler,
-            launch.config,
-            Arc::clone(&self.shared),
+        let args = LaunchArgs {
+            source: pending.source,
+            config: pending.config,
+            shared: Arc::clone(&self.shared),
             started_at,
-        );
+        };
+        let launch = pending.launch;
         // The thread blocks on the lifecycle lock we hold until it is marked Running.
         let spawned = std::thread::Builder::new()
             .name(self.thread_name.clone())
-            .spawn(move || runner.run());
+            .spawn(move || launch(args));
         match spawned {
             Ok(handle) => {
                 let _ = self.shared.thread_id.set(handle.thread().id());
@@ -278,7 +290,7 @@ impl ThreadManager {
             if guard.state == State::Created {
                 guard.reason = Some(StopReason::NeverStarted);
                 guard.report = Some(self.report_now(&guard, State::Stopped));
-                lock(&self.launch).take();
+                lock(&self.pending).take();
                 self.shared.apply(guard, Trigger::Stop);
             }
         }
@@ -377,7 +389,10 @@ pub(crate) fn build_report(
         poll_errors: Counters::read(&c.poll_errors),
         commit_errors: Counters::read(&c.commit_errors),
         committed: lock(&shared.live).committed.clone(),
-        run_time: lifecycle.started_at.map(|t| t.elapsed()).unwrap_or_default(),
+        run_time: lifecycle
+            .started_at
+            .map(|t| t.elapsed())
+            .unwrap_or_default(),
         final_commit_error,
         close_error,
     }
@@ -396,7 +411,11 @@ impl Drop for ThreadManager {
             return;
         }
         self.shared.request_stop(StopReason::Dropped);
-        if self.shared.wait_terminal(Some(self.shutdown_timeout)).is_some() {
+        if self
+            .shared
+            .wait_terminal(Some(self.shutdown_timeout))
+            .is_some()
+        {
             self.join_thread();
         } else {
             warn!(

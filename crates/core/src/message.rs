@@ -167,6 +167,7 @@ impl Message {
         }
     }
 
+    #[inline]
     pub(crate) fn topic_arc(&self) -> &Arc<str> {
         &self.topic
     }

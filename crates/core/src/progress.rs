@@ -25,7 +25,22 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Records that `message` was handled.
+    #[inline]
     pub(crate) fn handled(&mut self, message: &Message) {
+        // Fast path: the same partition as the previous message, same topic allocation.
+        if let Some(p) = self.partitions.get_mut(self.last) {
+            if p.tp.partition() == message.partition()
+                && Arc::ptr_eq(p.tp.topic_arc(), message.topic_arc())
+            {
+                p.handled = p.handled.max(message.offset() + 1);
+                return;
+            }
+        }
+        self.handled_elsewhere(message);
+    }
+
+    #[inline(never)]
+    fn handled_elsewhere(&mut self, message: &Message) {
         let idx = self.index_of(message.topic_arc(), message.partition());
         let p = &mut self.partitions[idx];
         p.handled = p.handled.max(message.offset() + 1);
@@ -115,6 +130,9 @@ mod tests {
         pr.handled(&msg(1, 8));
         assert_eq!(pr.uncommitted().get(&TopicPartition::new("t", 1)), Some(9));
         pr.forget(&[TopicPartition::new("t", 1)]);
-        assert!(pr.uncommitted().is_empty(), "a revoked partition is not committed");
+        assert!(
+            pr.uncommitted().is_empty(),
+            "a revoked partition is not committed"
+        );
     }
 }

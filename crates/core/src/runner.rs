@@ -1,6 +1,5 @@
 //! The consumer thread: poll, call back, commit, and shut down in order.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,11 +9,12 @@ use tokio::time::{sleep, sleep_until, timeout};
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::callback::{panic_message, Handler};
+use crate::callback::{panic_message, Handle};
 use crate::lifecycle::Trigger;
-use crate::manager::{build_report, lock, record_committed, RunConfig, Shared};
+use crate::manager::{build_report, lock, record_committed, LaunchArgs, RunConfig, Shared};
 use crate::progress::Progress;
 use crate::stats::Counters;
+use crate::{CallbackFailure, Message};
 use crate::{
     CommitPolicy, FailurePolicy, MessageSource, PollBatch, SourceError, SourceEvent, State,
     StopReason,
@@ -23,12 +23,22 @@ use crate::{
 /// How many messages pass between checks of the lifetime deadline inside a batch;
 /// reading the clock on every message would cost more than the rest of the loop.
 const DEADLINE_CHECK_EVERY: usize = 64;
+/// How many handled messages may pass before progress and the live counter are
+/// recorded; recording runs instead of single messages keeps the per-message path short.
+const RECORD_EVERY: usize = 64;
 /// Attempts at the final commit before giving up (the messages are then redelivered).
 const FINAL_COMMIT_ATTEMPTS: u32 = 3;
 
-pub(crate) struct Runner {
+/// What the per-message loop hands back to the async loop.
+enum Step {
+    BatchDone,
+    CommitDue,
+    Stop(StopReason),
+}
+
+pub(crate) struct Runner<H> {
     source: Box<dyn MessageSource>,
-    handler: Handler,
+    handler: H,
     config: RunConfig,
     shared: Arc<Shared>,
     started_at: Instant,
@@ -40,14 +50,14 @@ pub(crate) struct Runner {
     commit_retry_at: Option<Instant>,
 }
 
-impl Runner {
-    pub(crate) fn new(
-        source: Box<dyn MessageSource>,
-        handler: Handler,
-        config: RunConfig,
-        shared: Arc<Shared>,
-        started_at: Instant,
-    ) -> Self {
+impl<H: Handle> Runner<H> {
+    pub(crate) fn new(args: LaunchArgs, handler: H) -> Self {
+        let LaunchArgs {
+            source,
+            config,
+            shared,
+            started_at,
+        } = args;
         Self {
             source,
             handler,
@@ -114,7 +124,7 @@ impl Runner {
             self.batch.clear();
             let polled = tokio::select! {
                 biased;
-                () = self.shared.cancel.cancelled() => return StopReason::Requested,
+                () = self.shared.stop.raised() => return StopReason::Requested,
                 () = until(deadline) => return StopReason::LifetimeExpired,
                 r = self.source.poll(self.config.poll_timeout, &mut self.batch) => r,
             };
@@ -129,7 +139,7 @@ impl Runner {
                 warn!(error = %e, retry_in = ?delay, "Consumer error when polling message; retrying");
                 tokio::select! {
                     biased;
-                    () = self.shared.cancel.cancelled() => return StopReason::Requested,
+                    () = self.shared.stop.raised() => return StopReason::Requested,
                     () = until(deadline) => return StopReason::LifetimeExpired,
                     () = sleep(delay) => continue,
                 }
@@ -152,45 +162,160 @@ impl Runner {
     /// Calls back for each message of the batch; `Some` when the thread must stop.
     async fn handle_batch(&mut self, deadline: Option<tokio::time::Instant>) -> Option<StopReason> {
         let messages = self.batch.take_messages();
-        let mut stop = None;
-        for (i, message) in messages.iter().enumerate() {
-            if self.shared.cancel.is_cancelled() {
-                stop = Some(StopReason::Requested);
-                break;
-            }
-            if i % DEADLINE_CHECK_EVERY == DEADLINE_CHECK_EVERY - 1
-                && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-            {
-                stop = Some(StopReason::LifetimeExpired);
-                break;
-            }
-            match self.handler.handle(message).await {
-                Ok(()) => {
-                    self.progress.handled(message);
-                    Counters::bump(&self.shared.counters.handled);
-                    self.handled_since_commit += 1;
-                    if self.count_commit_due() {
-                        if let Err(reason) = self.commit_periodically().await {
-                            stop = Some(reason);
-                            break;
-                        }
-                    }
+        let mut next = 0;
+        let stop = loop {
+            let step = if H::SYNC {
+                self.run_sync(&messages, &mut next, deadline)
+            } else {
+                match self.run_one_async(&messages, &mut next, deadline).await {
+                    Some(step) => step,
+                    None => continue,
                 }
-                Err(failure) => {
-                    Counters::bump(&self.shared.counters.callback_failures);
-                    error!(%failure, "callback failed; its offset is not committed");
-                    lock(&self.shared.live).last_error = Some(failure.to_string());
-                    match self.config.failure_policy {
-                        FailurePolicy::Stop => {
-                            stop = Some(StopReason::CallbackFailed(failure));
-                            break;
-                        }
+            };
+            match step {
+                Step::BatchDone => break None,
+                Step::Stop(reason) => break Some(reason),
+                Step::CommitDue => {
+                    if let Err(reason) = self.commit_periodically().await {
+                        break Some(reason);
                     }
                 }
             }
-        }
+        };
         self.batch.restore_messages(messages);
         stop
+    }
+
+    /// The per-message path for sync callbacks. It is written as one tight loop over
+    /// locals and split field borrows, with no `.await`: the callback is an opaque call, so
+    /// anything kept in `self` would be reloaded and stored around it on every message.
+    /// Progress, the live counter and the lifetime are updated once per run of
+    /// `RECORD_EVERY` messages; a commit, a stop or the end of the batch ends the run.
+    fn run_sync(
+        &mut self,
+        messages: &[Message],
+        next: &mut usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Step {
+        let commit_every = self.commit_every();
+        let stop = &self.shared.stop;
+        let counters = &self.shared.counters;
+        let progress = &mut self.progress;
+        let handler = &mut self.handler;
+        let mut i = *next;
+        let mut run_start = i;
+        let mut since_commit = self.handled_since_commit;
+        let mut failed = None;
+        let step = loop {
+            let Some(message) = messages.get(i) else {
+                break Step::BatchDone;
+            };
+            if stop.is_raised() {
+                break Step::Stop(StopReason::Requested);
+            }
+            if let Err(failure) = handler.call_sync(message) {
+                failed = Some(failure);
+                break Step::BatchDone;
+            }
+            i += 1;
+            since_commit += 1;
+            if since_commit >= commit_every {
+                break Step::CommitDue;
+            }
+            if i - run_start == RECORD_EVERY {
+                record_handled(progress, counters, &messages[run_start..i]);
+                run_start = i;
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break Step::Stop(StopReason::LifetimeExpired);
+                }
+            }
+        };
+        record_handled(progress, counters, &messages[run_start..i]);
+        self.handled_since_commit = since_commit;
+        *next = i;
+        match failed {
+            Some(failure) => {
+                *next += 1;
+                self.on_failure(failure)
+            }
+            None => step,
+        }
+    }
+
+    /// The handled count after which the policy wants a commit (never, for intervals).
+    fn commit_every(&self) -> u64 {
+        match self.config.commit_policy {
+            CommitPolicy::EveryMessage => 1,
+            CommitPolicy::EveryN(n) => n,
+            CommitPolicy::Interval(_) => u64::MAX,
+        }
+    }
+
+    /// One message through an async handler; `None`: go on with the next.
+    async fn run_one_async(
+        &mut self,
+        messages: &[Message],
+        next: &mut usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<Step> {
+        let Some(message) = messages.get(*next) else {
+            return Some(Step::BatchDone);
+        };
+        if let Some(reason) = self.must_stop_before(*next, deadline) {
+            return Some(Step::Stop(reason));
+        }
+        *next += 1;
+        let outcome = self.handler.call_async(message).await;
+        self.after_callback(message, outcome)
+    }
+
+    /// A stop request or the end of the lifetime, checked before each message.
+    #[inline]
+    fn must_stop_before(
+        &self,
+        index: usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<StopReason> {
+        if self.shared.stop.is_raised() {
+            return Some(StopReason::Requested);
+        }
+        if index % DEADLINE_CHECK_EVERY == DEADLINE_CHECK_EVERY - 1
+            && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            return Some(StopReason::LifetimeExpired);
+        }
+        None
+    }
+
+    /// Records a callback's outcome; `Some` when the async loop has work (a commit, a stop).
+    #[inline]
+    fn after_callback(
+        &mut self,
+        message: &Message,
+        outcome: Result<(), Box<CallbackFailure>>,
+    ) -> Option<Step> {
+        match outcome {
+            Ok(()) => {
+                record_handled(
+                    &mut self.progress,
+                    &self.shared.counters,
+                    std::slice::from_ref(message),
+                );
+                self.handled_since_commit += 1;
+                self.count_commit_due().then_some(Step::CommitDue)
+            }
+            Err(failure) => Some(self.on_failure(failure)),
+        }
+    }
+
+    #[cold]
+    fn on_failure(&mut self, failure: Box<CallbackFailure>) -> Step {
+        Counters::bump(&self.shared.counters.callback_failures);
+        error!(%failure, "callback failed; its offset is not committed");
+        lock(&self.shared.live).last_error = Some(failure.to_string());
+        match self.config.failure_policy {
+            FailurePolicy::Stop => Step::Stop(StopReason::CallbackFailed(*failure)),
+        }
     }
 
     fn on_event(&mut self, event: SourceEvent) {
@@ -219,11 +344,7 @@ impl Runner {
     }
 
     fn count_commit_due(&self) -> bool {
-        match self.config.commit_policy {
-            CommitPolicy::EveryMessage => true,
-            CommitPolicy::EveryN(n) => self.handled_since_commit >= n,
-            CommitPolicy::Interval(_) => false,
-        }
+        self.handled_since_commit >= self.commit_every()
     }
 
     fn interval_commit_due(&self) -> bool {
@@ -241,10 +362,10 @@ impl Runner {
         if self.commit_retry_at.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
-        let cancel = self.shared.cancel.clone();
+        let shared = Arc::clone(&self.shared);
         let result = tokio::select! {
             biased;
-            () = cancel.cancelled() => return Ok(()),
+            () = shared.stop.raised() => return Ok(()),
             r = self.commit_handled() => r,
         };
         match result {
@@ -318,8 +439,9 @@ impl Runner {
                     sleep_until(retry_at).await;
                 }
                 Err(_) => {
-                    final_commit_error =
-                        Some(format!("final commit did not finish within {close_timeout:?}"));
+                    final_commit_error = Some(format!(
+                        "final commit did not finish within {close_timeout:?}"
+                    ));
                     break;
                 }
             }
@@ -380,12 +502,18 @@ impl Runner {
     }
 }
 
+/// Marks a run of messages handled: positions for the next commit, and the counter.
+fn record_handled(progress: &mut Progress, counters: &Counters, run: &[Message]) {
+    for message in run {
+        progress.handled(message);
+    }
+    Counters::add(&counters.handled, run.len() as u64);
+}
+
 /// Sleeps until `deadline`, or forever when there is none.
-fn until(deadline: Option<tokio::time::Instant>) -> impl Future<Output = ()> {
-    async move {
-        match deadline {
-            Some(d) => sleep_until(d).await,
-            None => std::future::pending().await,
-        }
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -31,7 +31,9 @@ impl StopReason {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            StopReason::CallbackFailed(_) | StopReason::SourceFailed(_) | StopReason::SpawnFailed(_)
+            StopReason::CallbackFailed(_)
+                | StopReason::SourceFailed(_)
+                | StopReason::SpawnFailed(_)
         )
     }
 }
@@ -101,8 +103,15 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Only the consumer thread writes counters, so a plain load and store suffices:
+    /// no locked read-modify-write on the per-message path.
     pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Single-writer add, as [`Counters::bump`].
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     pub(crate) fn read(counter: &AtomicU64) -> u64 {

@@ -238,7 +238,11 @@ impl MockCluster {
         let payload = Bytes::from(vec![b'x'; payload_size]);
         for i in 0..count {
             let p = (i % partitions as u64) as i32;
-            self.produce(topic, p, Record::new(payload.clone()).key(format!("key-{i}")))?;
+            self.produce(
+                topic,
+                p,
+                Record::new(payload.clone()).key(format!("key-{i}")),
+            )?;
         }
         Ok(count)
     }
@@ -267,7 +271,12 @@ impl MockCluster {
     ///
     /// # Errors
     /// [`MockError::UnknownTopic`], [`MockError::UnknownPartition`].
-    pub fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Result<(), MockError> {
+    pub fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        before: i64,
+    ) -> Result<(), MockError> {
         let mut st = self.inner.state();
         let log = st
             .topics

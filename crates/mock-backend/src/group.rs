@@ -71,8 +71,9 @@ impl Group {
             for (i, id) in subscribers.iter().enumerate() {
                 let take = per + i32::from((i as i32) < extra);
                 if let Some(m) = self.members.get_mut(id) {
-                    m.target
-                        .extend((next..next + take).map(|p| TopicPartition::new(topic.as_str(), p)));
+                    m.target.extend(
+                        (next..next + take).map(|p| TopicPartition::new(topic.as_str(), p)),
+                    );
                 }
                 next += take;
             }
@@ -82,16 +83,25 @@ impl Group {
     /// Removes members not seen for `session_timeout` (other than `except`), releasing
     /// their partitions uncommitted, as a broker does when a consumer dies. Returns
     /// whether anyone was evicted.
-    pub(crate) fn evict_expired(&mut self, session_timeout: Duration, except: Option<MemberId>) -> bool {
+    pub(crate) fn evict_expired(
+        &mut self,
+        session_timeout: Duration,
+        except: Option<MemberId>,
+    ) -> bool {
         let now = Instant::now();
         let expired: Vec<MemberId> = self
             .members
             .iter()
-            .filter(|(id, m)| Some(**id) != except && now.duration_since(m.last_seen) > session_timeout)
+            .filter(|(id, m)| {
+                Some(**id) != except && now.duration_since(m.last_seen) > session_timeout
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
-            tracing::warn!(member = id, "mock group: member evicted after its session timed out");
+            tracing::warn!(
+                member = id,
+                "mock group: member evicted after its session timed out"
+            );
             self.remove_member(*id);
         }
         !expired.is_empty()

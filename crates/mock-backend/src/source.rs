@@ -41,7 +41,9 @@ impl MockSourceBuilder {
 
     /// Join the group and share these topics with its other members.
     pub fn subscribe(mut self, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.mode = Some(Mode::Subscribe(topics.into_iter().map(Into::into).collect()));
+        self.mode = Some(Mode::Subscribe(
+            topics.into_iter().map(Into::into).collect(),
+        ));
         self
     }
 
@@ -152,7 +154,11 @@ impl MockSource {
     }
 
     /// Brings membership and assignment up to date, pushing the events it causes.
-    fn sync_assignment(&mut self, st: &mut ClusterState, batch: &mut PollBatch) -> Result<(), SourceError> {
+    fn sync_assignment(
+        &mut self,
+        st: &mut ClusterState,
+        batch: &mut PollBatch,
+    ) -> Result<(), SourceError> {
         let topics = match &self.mode {
             Mode::Assign(tps) => {
                 if self.held.is_empty() && self.generation_seen == 0 {
@@ -235,7 +241,12 @@ impl MockSource {
     }
 
     /// Takes each target partition once its previous owner has released it.
-    fn acquire_targets(&mut self, st: &mut ClusterState, id: MemberId, batch: &mut PollBatch) -> Result<(), SourceError> {
+    fn acquire_targets(
+        &mut self,
+        st: &mut ClusterState,
+        id: MemberId,
+        batch: &mut PollBatch,
+    ) -> Result<(), SourceError> {
         let targets = st
             .groups
             .get(&self.group)
@@ -312,8 +323,17 @@ impl MockSource {
     }
 }
 
-fn start_position(st: &ClusterState, group: &str, tp: &TopicPartition, reset: OffsetReset) -> Result<i64, SourceError> {
-    let committed = st.groups.get(group).and_then(|g| g.committed.get(tp)).copied();
+fn start_position(
+    st: &ClusterState,
+    group: &str,
+    tp: &TopicPartition,
+    reset: OffsetReset,
+) -> Result<i64, SourceError> {
+    let committed = st
+        .groups
+        .get(group)
+        .and_then(|g| g.committed.get(tp))
+        .copied();
     if let Some(c) = committed {
         return Ok(c);
     }
@@ -376,10 +396,16 @@ impl MessageSource for MockSource {
         let group = st.groups.entry(self.group.clone()).or_default();
         if let Some(id) = self.member {
             if !group.members.contains_key(&id) {
-                return Err(SourceError::transient(BACKEND, "unknown member id: evicted from the group"));
+                return Err(SourceError::transient(
+                    BACKEND,
+                    "unknown member id: evicted from the group",
+                ));
             }
             // Kafka rejects a commit naming partitions the member does not own.
-            if let Some((tp, _)) = positions.iter().find(|(tp, _)| group.owners.get(*tp) != Some(&id)) {
+            if let Some((tp, _)) = positions
+                .iter()
+                .find(|(tp, _)| group.owners.get(*tp) != Some(&id))
+            {
                 return Err(SourceError::transient(
                     BACKEND,
                     format!("cannot commit {tp}: not owned by this member (rebalance in progress)"),

@@ -1,0 +1,68 @@
+//! Runs the manager with no broker, on the in-memory backend: fills a topic, consumes it
+//! with a lifetime, shows progress, and prints the final report.
+//!
+//! `cargo run --example quickstart`
+
+use std::time::{Duration, Instant};
+
+use kafka_thread_manager::mock::MockCluster;
+use kafka_thread_manager::{CommitPolicy, Message, State, ThreadManager};
+
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 3;
+const MESSAGES: u64 = 30_000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let cluster = MockCluster::new();
+    cluster.create_topic(TOPIC, PARTITIONS)?;
+    cluster.fill(TOPIC, MESSAGES, 100)?;
+    println!("filled {TOPIC:?}: {MESSAGES} messages over {PARTITIONS} partitions");
+
+    let source = cluster.consumer("quickstart").subscribe([TOPIC]).build()?;
+    let manager = ThreadManager::builder(source)
+        .thread_name("quickstart-consumer")
+        .callback(move |msg: &Message| -> Result<(), std::io::Error> {
+            // Pretend each message takes a little work, so progress is visible.
+            if msg.offset() % 1000 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        })
+        .commit_policy(CommitPolicy::EveryN(1000))
+        .thread_lifetime(Duration::from_secs(10))
+        .build()?;
+
+    manager.start()?;
+    let started = Instant::now();
+    while manager.state() == State::Running {
+        let stats = manager.stats();
+        println!(
+            "[{:>5.2}s] handled {:>6}/{MESSAGES}  commits {:>3}  assigned {}",
+            started.elapsed().as_secs_f64(),
+            stats.messages_handled,
+            stats.commits,
+            stats.assignment.len()
+        );
+        if stats.messages_handled >= MESSAGES {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = manager.stop()?;
+    println!("\nfinal report:");
+    println!("  state:            {}", report.final_state);
+    println!("  reason:           {:?}", report.reason);
+    println!("  messages handled: {}", report.messages_handled);
+    println!("  callback errors:  {}", report.callback_failures);
+    println!("  run time:         {:?}", report.run_time);
+    for (tp, position) in report.committed.iter() {
+        println!("  committed {tp}: {position}");
+    }
+    Ok(())
+}
