@@ -1,0 +1,60 @@
+//! The Python original's log lines are kept, word for word, for every way the thread ends.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster_with;
+use kafka_thread_manager::{Message, ThreadManager};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn start_and_stop_log_the_originals_lines() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    // Global, because the stop line is logged on the consumer thread.
+    tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .init();
+
+    let cluster = cluster_with("t", 1, 3);
+    let stopped = ThreadManager::builder(cluster.consumer("a").subscribe(["t"]).build().unwrap())
+        .callback(|_: &Message| -> Result<(), std::io::Error> { Ok(()) })
+        .thread_name("orders-consumer")
+        .build()
+        .unwrap();
+    stopped.start().unwrap();
+    stopped.stop().unwrap();
+
+    let expired = ThreadManager::builder(cluster.consumer("b").subscribe(["t"]).build().unwrap())
+        .callback(|_: &Message| -> Result<(), std::io::Error> { Ok(()) })
+        .thread_lifetime(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    expired.start().unwrap();
+    expired.wait(Some(Duration::from_secs(20))).unwrap();
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("Kafka consumer started consuming in thread 'orders-consumer'"),
+        "{log}"
+    );
+    assert_eq!(log.matches("Kafka consumer thread stopped.").count(), 2, "{log}");
+}
