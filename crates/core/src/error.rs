@@ -81,14 +81,6 @@ pub enum BuildError {
         /// Which timeout.
         which: &'static str,
     },
-    /// A backend rejected its own configuration.
-    #[error("invalid {backend} configuration: {message}")]
-    Backend {
-        /// The backend's name.
-        backend: &'static str,
-        /// What is wrong, in the backend's words.
-        message: String,
-    },
 }
 
 /// How a [`SourceError`] should be treated by the manager.
