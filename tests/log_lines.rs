@@ -56,5 +56,9 @@ fn start_and_stop_log_the_originals_lines() {
         log.contains("Kafka consumer started consuming in thread 'orders-consumer'"),
         "{log}"
     );
-    assert_eq!(log.matches("Kafka consumer thread stopped.").count(), 2, "{log}");
+    assert_eq!(
+        log.matches("Kafka consumer thread stopped.").count(),
+        2,
+        "{log}"
+    );
 }

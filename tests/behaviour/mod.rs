@@ -1,0 +1,410 @@
+//! The behaviour suite: written once, generic over a [`Fixture`], run for every backend
+//! (`behaviour_<backend>.rs`), so backends cannot drift apart. A behaviour a backend
+//! cannot offer is declared in its [`Caps`], and the test says so when it skips.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_thread_manager::{
+    CommitPolicy, Message, MessageSource, OffsetReset, State, StopReason, ThreadManager,
+};
+
+/// A record to produce.
+#[derive(Clone, Debug, Default)]
+pub struct TestRecord {
+    pub key: Option<Bytes>,
+    pub payload: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl TestRecord {
+    pub fn payload(p: &str) -> Self {
+        Self {
+            payload: Some(Bytes::copy_from_slice(p.as_bytes())),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a backend can do; the suite skips (loudly) what it cannot.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Several members in one group, with rebalances.
+    pub rebalance: bool,
+}
+
+/// A backend under test, with a broker (or mock cluster) it can create topics on.
+pub trait Fixture {
+    fn name(&self) -> &'static str;
+    fn caps(&self) -> Caps;
+    /// A fresh topic name for this test.
+    fn topic(&self, test: &str) -> String {
+        format!("ktm-{}-{test}-{}", self.name(), unique())
+    }
+    fn create_topic(&self, topic: &str, partitions: i32);
+    fn produce(&self, topic: &str, partition: i32, records: Vec<TestRecord>);
+    /// A consumer of `topic` in `group`, subscribed through the group protocol.
+    fn source(&self, group: &str, topic: &str, reset: OffsetReset) -> Box<dyn MessageSource>;
+    /// How long the slowest step of this backend (joining a group) may take.
+    fn patience(&self) -> Duration;
+    /// Bad configurations, each with a fragment of the typed error's message.
+    fn bad_configs(&self) -> Vec<(&'static str, String)>;
+}
+
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+type Seen = Arc<Mutex<Vec<Message>>>;
+
+fn recording(seen: &Seen) -> impl FnMut(&Message) -> Result<(), std::io::Error> + Send + 'static {
+    let seen = Arc::clone(seen);
+    move |m: &Message| {
+        seen.lock().unwrap().push(m.clone());
+        Ok(())
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn offsets(seen: &Seen) -> Vec<(i32, i64)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|m| (m.partition(), m.offset()))
+        .collect()
+}
+
+fn fill(f: &dyn Fixture, topic: &str, partitions: i32, per_partition: usize) {
+    for p in 0..partitions {
+        let records = (0..per_partition)
+            .map(|i| TestRecord::payload(&format!("p{p}-{i}")))
+            .collect();
+        f.produce(topic, p, records);
+    }
+}
+
+/// Runs a manager until it has seen `n` messages, then stops it.
+fn consume(f: &dyn Fixture, group: &str, topic: &str, n: usize, policy: CommitPolicy) -> Seen {
+    let seen: Seen = Arc::default();
+    let m = ThreadManager::builder(f.source(group, topic, OffsetReset::Earliest))
+        .callback(recording(&seen))
+        .commit_policy(policy)
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    wait_for(f.patience() * 4, &format!("{n} messages"), || {
+        seen.lock().unwrap().len() >= n
+    });
+    let report = m.stop().unwrap();
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+    seen
+}
+
+// ---- the behaviours -------------------------------------------------------------
+
+/// Lifecycle: start, run, end by lifetime, with the report saying why.
+pub fn lifecycle_and_lifetime(f: &dyn Fixture) {
+    let topic = f.topic("life");
+    f.create_topic(&topic, 1);
+    fill(f, &topic, 1, 3);
+    let seen: Seen = Arc::default();
+    let m = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Earliest))
+        .callback(recording(&seen))
+        .thread_lifetime(f.patience() * 2)
+        .build()
+        .unwrap();
+    assert_eq!(m.state(), State::Created);
+    m.start().unwrap();
+    assert_eq!(m.state(), State::Running);
+    let report = m.wait(Some(f.patience() * 6)).unwrap();
+    assert_eq!(report.reason, StopReason::LifetimeExpired);
+    assert_eq!(report.final_state, State::Stopped);
+    assert_eq!(offsets(&seen), vec![(0, 0), (0, 1), (0, 2)]);
+    assert!(m.start().is_err(), "no restart after the end");
+}
+
+/// `stop()` does not wait out the poll timeout.
+pub fn stop_latency_is_bounded(f: &dyn Fixture) {
+    let topic = f.topic("stop");
+    f.create_topic(&topic, 1);
+    let m = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Earliest))
+        .callback(|_: &Message| -> Result<(), std::io::Error> { Ok(()) })
+        .poll_timeout(Duration::from_secs(3600))
+        .thread_lifetime(None)
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    m.stop().unwrap();
+    // A bound on behaviour (an hour-long poll must not be waited out), not a speed target.
+    assert!(
+        t.elapsed() < f.patience() * 2,
+        "stop took {:?}",
+        t.elapsed()
+    );
+}
+
+/// A failing callback: nothing past it is committed; a restart redelivers it.
+pub fn at_least_once_under_callback_failure(f: &dyn Fixture) {
+    let topic = f.topic("fail");
+    let group = unique();
+    f.create_topic(&topic, 1);
+    fill(f, &topic, 1, 10);
+    let m = ThreadManager::builder(f.source(&group, &topic, OffsetReset::Earliest))
+        .callback(|m: &Message| -> Result<(), String> {
+            if m.offset() == 6 {
+                Err("downstream unavailable".into())
+            } else {
+                Ok(())
+            }
+        })
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    let report = m.wait(Some(f.patience() * 4)).unwrap();
+    assert_eq!(report.final_state, State::Failed);
+    assert!(matches!(report.reason, StopReason::CallbackFailed(ref c) if c.offset == 6));
+    let again = consume(f, &group, &topic, 4, CommitPolicy::EveryMessage);
+    assert_eq!(
+        offsets(&again),
+        vec![(0, 6), (0, 7), (0, 8), (0, 9)],
+        "resumes at the failed message"
+    );
+}
+
+/// What was handled is committed on stop; a restart resumes right after it.
+pub fn commit_on_stop_and_resume(f: &dyn Fixture) {
+    let topic = f.topic("resume");
+    let group = unique();
+    f.create_topic(&topic, 2);
+    fill(f, &topic, 2, 20);
+    let first = consume(
+        f,
+        &group,
+        &topic,
+        10,
+        CommitPolicy::Interval(Duration::from_secs(3600)),
+    );
+    let handled: BTreeSet<(i32, i64)> = offsets(&first).into_iter().collect();
+    let rest = consume(
+        f,
+        &group,
+        &topic,
+        40 - handled.len(),
+        CommitPolicy::EveryMessage,
+    );
+    let again: Vec<(i32, i64)> = offsets(&rest);
+    for o in &again {
+        assert!(
+            !handled.contains(o),
+            "{o:?} was handled and committed, yet redelivered"
+        );
+    }
+    let all: BTreeSet<(i32, i64)> = handled.iter().copied().chain(again).collect();
+    assert_eq!(all.len(), 40, "nothing lost");
+}
+
+/// A second member joins: the first commits what it handled before giving partitions up.
+pub fn commit_on_revoke(f: &dyn Fixture) {
+    if !f.caps().rebalance {
+        eprintln!(
+            "SKIP commit_on_revoke on {}: the fixture declares no rebalance support",
+            f.name()
+        );
+        return;
+    }
+    let topic = f.topic("revoke");
+    let group = unique();
+    f.create_topic(&topic, 4);
+    fill(f, &topic, 4, 50);
+    let seen: Seen = Arc::default();
+    let slow = |seen: &Seen| {
+        let mut record = recording(seen);
+        move |m: &Message| {
+            std::thread::sleep(Duration::from_millis(2));
+            record(m)
+        }
+    };
+    let build = |seen: &Seen| {
+        ThreadManager::builder(f.source(&group, &topic, OffsetReset::Earliest))
+            .callback(slow(seen))
+            .commit_policy(CommitPolicy::Interval(Duration::from_secs(3600)))
+            .thread_lifetime(None)
+            .poll_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap()
+    };
+    let a = build(&seen);
+    a.start().unwrap();
+    wait_for(f.patience() * 4, "first messages", || {
+        seen.lock().unwrap().len() >= 20
+    });
+    let b = build(&seen);
+    b.start().unwrap();
+    wait_for(f.patience() * 8, "all 200 messages", || {
+        offsets(&seen).into_iter().collect::<BTreeSet<_>>().len() >= 200
+    });
+    a.stop().unwrap();
+    b.stop().unwrap();
+    assert!(
+        a.stats().rebalances >= 2,
+        "the first member saw the rebalance"
+    );
+    let all = offsets(&seen);
+    let unique: BTreeSet<_> = all.iter().copied().collect();
+    // Only messages in flight at the revoke (handled after the last store) may repeat.
+    assert!(
+        all.len() - unique.len() <= 40,
+        "{} duplicates",
+        all.len() - unique.len()
+    );
+}
+
+/// Keys, headers, and null versus empty payloads arrive as produced.
+pub fn keys_headers_and_payloads(f: &dyn Fixture) {
+    let topic = f.topic("fields");
+    f.create_topic(&topic, 1);
+    let records = vec![
+        TestRecord {
+            key: Some(Bytes::from_static(b"k1")),
+            payload: Some(Bytes::from_static(b"v1")),
+            headers: vec![("h".into(), Bytes::from_static(b"x"))],
+        },
+        TestRecord {
+            key: None,
+            payload: None,
+            headers: vec![],
+        },
+        TestRecord {
+            key: Some(Bytes::from_static(b"")),
+            payload: Some(Bytes::new()),
+            headers: vec![
+                ("a".into(), Bytes::new()),
+                ("b".into(), Bytes::from_static(b"2")),
+            ],
+        },
+    ];
+    f.produce(&topic, 0, records);
+    let seen = consume(f, &unique(), &topic, 3, CommitPolicy::EveryMessage);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].key(), Some(&b"k1"[..]));
+    assert_eq!(seen[0].payload(), Some(&b"v1"[..]));
+    assert_eq!(seen[0].headers()[0].key, "h");
+    assert_eq!(seen[0].headers()[0].value.as_deref(), Some(&b"x"[..]));
+    assert_eq!(seen[1].payload(), None, "null payload stays null");
+    assert_eq!(seen[1].key(), None);
+    assert_eq!(
+        seen[2].payload(),
+        Some(&b""[..]),
+        "empty payload stays empty"
+    );
+    let names: Vec<&str> = seen[2].headers().iter().map(|h| h.key.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+}
+
+/// `earliest`, `latest` and `none` without a committed offset.
+pub fn offset_reset_policies(f: &dyn Fixture) {
+    let topic = f.topic("reset");
+    f.create_topic(&topic, 1);
+    fill(f, &topic, 1, 5);
+    let earliest = consume(f, &unique(), &topic, 5, CommitPolicy::EveryMessage);
+    assert_eq!(offsets(&earliest)[0], (0, 0));
+
+    let seen: Seen = Arc::default();
+    let latest = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Latest))
+        .callback(recording(&seen))
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    latest.start().unwrap();
+    wait_for(f.patience() * 4, "assignment", || {
+        !latest.stats().assignment.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    f.produce(&topic, 0, vec![TestRecord::payload("after")]);
+    wait_for(f.patience() * 4, "the new message", || {
+        !seen.lock().unwrap().is_empty()
+    });
+    latest.stop().unwrap();
+    assert_eq!(
+        offsets(&seen),
+        vec![(0, 5)],
+        "latest skips the backlog, not new messages"
+    );
+
+    let none = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::None))
+        .callback(|_: &Message| -> Result<(), std::io::Error> { Ok(()) })
+        .thread_lifetime(None)
+        .build()
+        .unwrap();
+    none.start().unwrap();
+    let report = none.wait(Some(f.patience() * 4)).unwrap();
+    assert_eq!(report.final_state, State::Failed, "{report:?}");
+    assert!(
+        matches!(report.reason, StopReason::SourceFailed(ref s) if s.contains("offset reset is none")),
+        "{report:?}"
+    );
+}
+
+/// Bad configuration is a typed error at build time, with a clear message.
+pub fn bad_config_errors(f: &dyn Fixture) {
+    let cases = f.bad_configs();
+    assert!(
+        !cases.is_empty(),
+        "{} declares no bad configurations",
+        f.name()
+    );
+    for (fragment, message) in cases {
+        assert!(
+            message.contains(fragment),
+            "{}: {message:?} should mention {fragment:?}",
+            f.name()
+        );
+    }
+}
+
+/// Declares one `#[test]` per behaviour for a fixture expression of type
+/// `Option<impl Fixture>` (`None`: no broker; the reason is printed by the fixture).
+#[macro_export]
+macro_rules! behaviour_suite {
+    ($fixture:expr) => {
+        $crate::behaviour_suite!(@tests $fixture;
+            lifecycle_and_lifetime, stop_latency_is_bounded, at_least_once_under_callback_failure,
+            commit_on_stop_and_resume, commit_on_revoke, keys_headers_and_payloads,
+            offset_reset_policies, bad_config_errors);
+    };
+    (@tests $fixture:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(f) = $fixture {
+                    behaviour::$name(&f);
+                }
+            }
+        )*
+    };
+}
