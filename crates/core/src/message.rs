@@ -72,6 +72,16 @@ pub struct Header {
     pub value: Option<Bytes>,
 }
 
+impl Header {
+    /// A header; `None` is a null value.
+    pub fn new(key: impl Into<String>, value: Option<impl Into<Bytes>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.map(Into::into),
+        }
+    }
+}
+
 /// A consumed Kafka record.
 ///
 /// Owned and cheap to clone: the topic is shared, key and payload are reference-counted
@@ -214,10 +224,7 @@ impl MessageBuilder {
 
     /// Appends a header; `None` is a header with a null value.
     pub fn header(mut self, key: impl Into<String>, value: Option<impl Into<Bytes>>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: value.map(Into::into),
-        });
+        self.headers.push(Header::new(key, value));
         self
     }
 

@@ -108,10 +108,7 @@ impl Record {
 
     /// Adds a header (`None`: a null value).
     pub fn header(mut self, key: impl Into<String>, value: Option<impl Into<Bytes>>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: value.map(Into::into),
-        });
+        self.headers.push(Header::new(key, value));
         self
     }
 
