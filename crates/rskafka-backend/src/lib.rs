@@ -1,1 +1,61 @@
-//! The pure-Rust rskafka backend (in progress).
+//! The pure-Rust Kafka backend of **kafka-thread-manager**, over
+//! [rskafka](https://docs.rs/rskafka).
+//!
+//! rskafka fetches records but has no consumer groups and no committed offsets; this
+//! crate adds both, speaking the group protocol (FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetFetch, OffsetCommit) with
+//! [kafka-protocol](https://docs.rs/kafka-protocol) over its own connections.
+//!
+//! - [`RskafkaSource`] implements [`ktm_core::MessageSource`]; build it with
+//!   [`RskafkaSource::builder`].
+//! - Subscribing to topics joins the group; the leader assigns partitions with the
+//!   configured [`Assignor`] (range or round-robin). Rebalances are eager: on a rebalance
+//!   the source commits the positions the manager stored for its partitions, reports
+//!   them revoked, rejoins and reports the new assignment. A fenced member (illegal
+//!   generation, unknown member id, expired session) reports its partitions lost and
+//!   commits nothing more for them.
+//! - [`assign`](RskafkaSourceBuilder::assign) reads fixed partitions without membership,
+//!   still fetching and committing offsets under the group id.
+//! - Every assigned partition is fetched by its own task, at most
+//!   [`prefetch_batches`](RskafkaSourceBuilder::prefetch_batches) batches ahead (each up
+//!   to `max.partition.fetch.bytes`), so memory stays bounded whatever the backlog.
+//!
+//! # Cargo features
+//! The default build needs no C compiler (gzip and snappy are pure Rust). These need
+//! one: `tls` (rustls with ring), `compression-lz4`, `compression-zstd`, and
+//! `compression-c` (both codecs). Without a codec, batches compressed with it fail to
+//! decode and `poll` reports the error.
+//!
+//! # Limitations
+//! - SASL and TLS apply to rskafka's connections (fetching, metadata) only; the group
+//!   and offset connections are plain TCP without authentication, so a broker that
+//!   requires SASL or TLS cannot be used in group mode or with committed offsets yet.
+//! - rskafka keeps record headers in a map: duplicate header keys collapse to one,
+//!   headers come back sorted by key, and a header with a null value reads as empty.
+//! - rskafka reads with isolation `read_committed` and fetches with Fetch v4.
+//! - Until the brokers are reachable, a `poll` may take up to `connect_timeout` before
+//!   it reports its transient error (it is cancel-safe, so `stop()` never waits for it).
+//! - A committed offset past the log end is detected only when the broker answers the
+//!   fetch with `OffsetOutOfRange` (Tansu 0.6 never does, and under-reports
+//!   ListOffsets(latest), so it is not trusted as an upper bound).
+//! - For Tansu 0.6, whose coordinator keeps the generation, the assignment and a dead
+//!   leader when a member's session expires, a member whose rejoin after a rebalance
+//!   returns the same generation leaves and joins afresh (never the case on Kafka).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod config;
+mod convert;
+mod fetch;
+mod group;
+mod reset;
+mod source;
+
+pub use config::{RskafkaConfig, RskafkaSourceBuilder, SaslCredentials, SaslMechanism};
+pub use group::Assignor;
+#[doc(hidden)]
+pub use source::CrashSwitch;
+pub use source::RskafkaSource;
+
+/// The backend's name in errors and logs.
+pub(crate) const BACKEND: &str = "rskafka";

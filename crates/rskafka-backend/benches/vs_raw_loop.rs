@@ -1,0 +1,240 @@
+//! Throughput of the ThreadManager with the rskafka backend against a hand-written
+//! rskafka fetch loop over the same partitions, on the broker named by
+//! `KAFKA_BOOTSTRAP_SERVERS`. Each measurement runs in its own child process, so each
+//! peak RSS (VmHWM) is its own.
+//!
+//! Env: `KTM_BENCH_MESSAGES` per partition (default 200000), `KTM_BENCH_SIZE` bytes
+//! (default 100), `KTM_BENCH_PARTITIONS` (default 3).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ktm_core::{CommitPolicy, Message, ThreadManager};
+use ktm_rskafka::RskafkaSource;
+use rskafka::chrono::DateTime;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+
+const FETCH_MAX_BYTES: i32 = 1024 * 1024;
+const FETCH_WAIT_MS: i32 = 50;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn client(bootstrap: &str) -> Client {
+    ClientBuilder::new(vec![bootstrap.to_owned()])
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize, size: usize) {
+    let c = client(bootstrap).await;
+    c.controller_client()
+        .unwrap()
+        .create_topic(topic, partitions, 1, 5_000)
+        .await
+        .unwrap();
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let ts = DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap();
+    for p in 0..partitions {
+        let pc = c
+            .partition_client(topic, p, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        let mut left = per_partition;
+        while left > 0 {
+            let k = left.min(5_000);
+            let records = (0..k)
+                .map(|_| Record {
+                    key: None,
+                    value: Some(vec![b'x'; size]),
+                    headers: BTreeMap::new(),
+                    timestamp: ts,
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression)
+                .await
+                .unwrap();
+            left -= k;
+        }
+    }
+}
+
+/// The baseline: one task per partition fetching from 0 until it has every record.
+async fn raw(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) -> u64 {
+    let c = Arc::new(client(bootstrap).await);
+    let mut tasks = Vec::new();
+    for p in 0..partitions {
+        let c = Arc::clone(&c);
+        let topic = topic.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let pc = c
+                .partition_client(topic, p, UnknownTopicHandling::Retry)
+                .await
+                .unwrap();
+            let (mut offset, mut n) = (0_i64, 0_u64);
+            while n < per_partition as u64 {
+                let (records, _) = pc
+                    .fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS)
+                    .await
+                    .unwrap();
+                for r in &records {
+                    if r.offset >= offset {
+                        n += 1;
+                        offset = r.offset + 1;
+                    }
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+fn managed(bootstrap: &str, topic: &str, total: u64) -> u64 {
+    let source = RskafkaSource::builder()
+        .bootstrap_servers([bootstrap])
+        .topics([topic])
+        .group_id(format!("bench-{topic}"))
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_secs(1))
+        .max_partition_fetch_bytes(FETCH_MAX_BYTES)
+        .fetch_max_wait(Duration::from_millis(u64::try_from(FETCH_WAIT_MS).unwrap()))
+        .build()
+        .unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&count);
+    let m = ThreadManager::builder(source)
+        .thread_lifetime(None)
+        .commit_policy(CommitPolicy::Interval(Duration::from_secs(5)))
+        .callback(move |_: &Message| -> Result<(), std::io::Error> {
+            c.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    while count.load(Ordering::Relaxed) < total {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = m.stop();
+    count.load(Ordering::Relaxed)
+}
+
+fn child(mode: &str, bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) {
+    let total = partitions as u64 * per_partition as u64;
+    let start = Instant::now();
+    let n = match mode {
+        "raw" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(raw(bootstrap, topic, partitions, per_partition)),
+        _ => managed(bootstrap, topic, total),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    println!("RESULT {n} {secs} {}", vm_hwm_kib());
+}
+
+fn run_child(mode: &str, topic: &str) -> (u64, f64, u64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--child", mode, topic])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "{mode} child failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+    )
+}
+
+fn main() {
+    let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") else {
+        eprintln!(
+            "vs_raw_loop: skipped: KAFKA_BOOTSTRAP_SERVERS is not set (run scripts/tansu.sh start)"
+        );
+        return;
+    };
+    let per_partition = env("KTM_BENCH_MESSAGES", 200_000);
+    let size = env("KTM_BENCH_SIZE", 100);
+    let partitions = i32::try_from(env("KTM_BENCH_PARTITIONS", 3)).unwrap();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(
+            &args[i + 1],
+            &bootstrap,
+            &args[i + 2],
+            partitions,
+            per_partition,
+        );
+        return;
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic = format!("ktm-bench-{nanos}");
+    let total = partitions as u64 * per_partition as u64;
+    eprintln!("producing {total} messages of {size} B over {partitions} partitions...");
+    let t = Instant::now();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(produce(&bootstrap, &topic, partitions, per_partition, size));
+    eprintln!("produced in {:?}", t.elapsed());
+    let (rn, rs, rm) = run_child("raw", &topic);
+    let (mn, ms, mm) = run_child("managed", &topic);
+    let (rr, mr) = (rn as f64 / rs, mn as f64 / ms);
+    println!("| consumer | messages | seconds | messages/s | peak RSS (MiB) |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| raw rskafka fetch loop | {rn} | {rs:.2} | {rr:.0} | {:.1} |",
+        rm as f64 / 1024.0
+    );
+    println!(
+        "| ThreadManager + ktm-rskafka | {mn} | {ms:.2} | {mr:.0} | {:.1} |",
+        mm as f64 / 1024.0
+    );
+    println!("ratio managed/raw: {:.2} (target >= 0.9)", mr / rr);
+}

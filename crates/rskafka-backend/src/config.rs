@@ -1,0 +1,406 @@
+//! The source's builder: Kafka's consumer settings (validated by
+//! [`ktm_core::ConsumerConfig`]) plus the settings only this backend has.
+
+use std::fmt;
+use std::time::Duration;
+
+use ktm_core::{ConfigError, ConsumerConfig, ConsumerConfigBuilder, OffsetReset, TopicPartition};
+
+use crate::group::Assignor;
+use crate::RskafkaSource;
+
+use crate::BACKEND;
+
+/// A SASL mechanism for authenticating to the brokers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaslMechanism {
+    /// `PLAIN` (send it over TLS only).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+/// SASL credentials. The password never appears in `Debug` output.
+#[derive(Clone)]
+pub struct SaslCredentials {
+    mechanism: SaslMechanism,
+    username: String,
+    password: String,
+}
+
+impl SaslCredentials {
+    /// Credentials for `mechanism`.
+    pub fn new(
+        mechanism: SaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        Self {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The mechanism.
+    pub fn mechanism(&self) -> SaslMechanism {
+        self.mechanism
+    }
+
+    /// The user name.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    pub(crate) fn to_rskafka(&self) -> rskafka::client::SaslConfig {
+        use rskafka::client::{Credentials, SaslConfig};
+        let c = Credentials::new(self.username.clone(), self.password.clone());
+        match self.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(c),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(c),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(c),
+        }
+    }
+}
+
+impl fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Everything an [`RskafkaSource`] runs with. Built by [`RskafkaSourceBuilder`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RskafkaConfig {
+    /// Kafka's consumer settings, shared with the other backends.
+    pub consumer: ConsumerConfig,
+    /// The assignor this member proposes (and runs when it leads the group).
+    pub assignor: Assignor,
+    /// Record batches fetched ahead per partition, each up to
+    /// `max.partition.fetch.bytes`: the memory bound of prefetching.
+    pub prefetch_batches: usize,
+    /// How long connecting (and retrying a broker request) may take before the
+    /// attempt fails with a transient error.
+    pub connect_timeout: Duration,
+    /// SASL credentials, if the brokers require them.
+    pub sasl: Option<SaslCredentials>,
+    /// TLS settings for the broker connections.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl fmt::Debug for RskafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RskafkaConfig");
+        d.field("consumer", &self.consumer)
+            .field("assignor", &self.assignor)
+            .field("prefetch_batches", &self.prefetch_batches)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("sasl", &self.sasl);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls.is_some());
+        d.finish()
+    }
+}
+
+/// Builds an [`RskafkaSource`]. Kafka's settings keep Kafka's names (those of
+/// [`ConsumerConfigBuilder`]); every value is checked in [`build`](Self::build).
+///
+/// ```
+/// use std::time::Duration;
+/// use ktm_rskafka::RskafkaSource;
+/// let source = RskafkaSource::builder()
+///     .bootstrap_servers(["127.0.0.1:9092"])
+///     .topics(["orders"])
+///     .group_id("billing")
+///     .session_timeout(Duration::from_secs(10))
+///     .build()?;
+/// # drop(source);
+/// # Ok::<(), ktm_core::ConfigError>(())
+/// ```
+#[must_use]
+pub struct RskafkaSourceBuilder {
+    consumer: ConsumerConfigBuilder,
+    from_config: Option<ConsumerConfig>,
+    assignor: Assignor,
+    prefetch_batches: usize,
+    connect_timeout: Duration,
+    sasl: Option<SaslCredentials>,
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl fmt::Debug for RskafkaSourceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RskafkaSourceBuilder")
+            .field("consumer", &self.consumer)
+            .field("assignor", &self.assignor)
+            .field("prefetch_batches", &self.prefetch_batches)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("sasl", &self.sasl)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! forward {
+    ($($(#[$doc:meta])* $name:ident($arg:ty);)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $arg) -> Self {
+            self.consumer = self.consumer.$name(value);
+            self
+        }
+    )*};
+}
+
+impl RskafkaSourceBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            consumer: ConsumerConfig::builder(),
+            from_config: None,
+            assignor: Assignor::default(),
+            prefetch_batches: 2,
+            connect_timeout: Duration::from_secs(10),
+            sasl: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Starts from an already validated [`ConsumerConfig`], replacing every Kafka
+    /// setting given so far (backend settings are kept).
+    pub fn config(mut self, config: ConsumerConfig) -> Self {
+        self.from_config = Some(config);
+        self
+    }
+
+    /// Brokers to bootstrap from, each `host:port`.
+    pub fn bootstrap_servers(
+        mut self,
+        servers: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.consumer = self.consumer.bootstrap_servers(servers);
+        self
+    }
+
+    /// Subscribe to these topics as a member of the group.
+    pub fn topics(mut self, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.consumer = self.consumer.topics(topics);
+        self
+    }
+
+    /// Read exactly these partitions, with no group membership (offsets are still
+    /// fetched and committed under the group id).
+    pub fn assign(mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Self {
+        self.consumer = self.consumer.assign(partitions);
+        self
+    }
+
+    /// The consumer group id.
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.consumer = self.consumer.group_id(group);
+        self
+    }
+
+    /// `client.id`.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.consumer = self.consumer.client_id(id);
+        self
+    }
+
+    forward! {
+        /// Where to start without a committed offset (`auto.offset.reset`).
+        offset_reset(OffsetReset);
+        /// `session.timeout.ms`.
+        session_timeout(Duration);
+        /// `heartbeat.interval.ms`.
+        heartbeat_interval(Duration);
+        /// `max.poll.interval.ms` (the rebalance timeout).
+        max_poll_interval(Duration);
+        /// `fetch.min.bytes`.
+        fetch_min_bytes(i32);
+        /// `fetch.max.bytes`.
+        fetch_max_bytes(i32);
+        /// `max.partition.fetch.bytes`: the most one fetch of one partition returns.
+        max_partition_fetch_bytes(i32);
+        /// `fetch.max.wait.ms`.
+        fetch_max_wait(Duration);
+    }
+
+    /// The partition assignor (default [`Assignor::Range`]).
+    pub fn assignor(mut self, assignor: Assignor) -> Self {
+        self.assignor = assignor;
+        self
+    }
+
+    /// Record batches fetched ahead per partition (default 2, at least 1).
+    pub fn prefetch_batches(mut self, batches: usize) -> Self {
+        self.prefetch_batches = batches;
+        self
+    }
+
+    /// How long connecting may take, retries included (default 10 s); past it `poll`
+    /// reports a transient error and the next poll tries again.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Authenticate with SASL.
+    pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
+        self.sasl = Some(credentials);
+        self
+    }
+
+    /// Connect over TLS.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn build_config(self) -> Result<RskafkaConfig, ConfigError> {
+        let consumer = match self.from_config {
+            Some(c) => c,
+            None => self.consumer.build()?,
+        };
+        let bad = |message: String| ConfigError::Backend {
+            backend: BACKEND,
+            message,
+        };
+        if self.prefetch_batches == 0 {
+            return Err(bad("prefetch_batches must be at least 1".into()));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                which: "connect timeout",
+            });
+        }
+        if let Some(s) = &self.sasl {
+            if s.username.is_empty() {
+                return Err(bad("SASL user name must not be empty".into()));
+            }
+        }
+        if i32::try_from(consumer.fetch_max_wait.as_millis()).is_err() {
+            return Err(bad(
+                "fetch_max_wait does not fit in an i32 of milliseconds".into()
+            ));
+        }
+        Ok(RskafkaConfig {
+            consumer,
+            assignor: self.assignor,
+            prefetch_batches: self.prefetch_batches,
+            connect_timeout: self.connect_timeout,
+            sasl: self.sasl,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+        })
+    }
+
+    /// Checks the settings and builds the source. Nothing connects until its first
+    /// `poll`.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn build(self) -> Result<RskafkaSource, ConfigError> {
+        Ok(RskafkaSource::new(self.build_config()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RskafkaSourceBuilder {
+        RskafkaSourceBuilder::new()
+            .bootstrap_servers(["127.0.0.1:9092"])
+            .topics(["t"])
+            .group_id("g")
+    }
+
+    #[test]
+    fn kafka_settings_are_checked_by_the_shared_config() {
+        assert!(base().build_config().is_ok());
+        assert!(matches!(
+            base().bootstrap_servers(["nope"]).build_config(),
+            Err(ConfigError::InvalidBootstrapAddress { .. })
+        ));
+        assert!(matches!(
+            base().group_id("").build_config(),
+            Err(ConfigError::EmptyGroupId)
+        ));
+        assert!(matches!(
+            base()
+                .session_timeout(Duration::from_secs(1))
+                .heartbeat_interval(Duration::from_secs(2))
+                .build_config(),
+            Err(ConfigError::HeartbeatNotBelowSession { .. })
+        ));
+        assert!(matches!(
+            base().max_partition_fetch_bytes(0).build_config(),
+            Err(ConfigError::InvalidSize { .. })
+        ));
+    }
+
+    #[test]
+    fn backend_settings_are_checked() {
+        assert!(matches!(
+            base().prefetch_batches(0).build_config(),
+            Err(ConfigError::Backend {
+                backend: "rskafka",
+                ..
+            })
+        ));
+        assert!(matches!(
+            base().connect_timeout(Duration::ZERO).build_config(),
+            Err(ConfigError::ZeroDuration { .. })
+        ));
+        let no_user = SaslCredentials::new(SaslMechanism::Plain, "", "pw");
+        assert!(matches!(
+            base().sasl(no_user).build_config(),
+            Err(ConfigError::Backend { .. })
+        ));
+    }
+
+    #[test]
+    fn a_prebuilt_config_replaces_kafka_settings() {
+        let consumer = ConsumerConfig::builder()
+            .bootstrap_servers(["10.0.0.1:9092"])
+            .topics(["x"])
+            .group_id("other")
+            .build()
+            .unwrap();
+        let c = RskafkaSourceBuilder::new()
+            .config(consumer.clone())
+            .assignor(Assignor::RoundRobin)
+            .build_config()
+            .unwrap();
+        assert_eq!(c.consumer, consumer);
+        assert_eq!(c.assignor, Assignor::RoundRobin);
+    }
+
+    #[test]
+    fn passwords_never_appear_in_debug_output() {
+        let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "s3cr3t-pw");
+        let builder = base().sasl(creds.clone());
+        assert!(!format!("{builder:?}").contains("s3cr3t-pw"));
+        let config = builder.build_config().unwrap();
+        let shown = format!("{config:?} {config:#?} {creds:?}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(shown.contains("alice") && shown.contains("<redacted>"));
+        let source = base().sasl(creds).build().unwrap();
+        assert!(!format!("{source:?}").contains("s3cr3t-pw"));
+    }
+}

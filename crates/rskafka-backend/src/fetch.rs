@@ -1,0 +1,288 @@
+//! One task per assigned partition, fetching ahead of the consumer into a shared
+//! channel; a semaphore per partition bounds how many batches wait there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ktm_core::{Message, OffsetReset, SourceError, TopicPartition};
+use rskafka::client::error::{Error as RsError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::convert::to_messages;
+use crate::reset::{reset_to, resolve_start, ResetCause, Start};
+use crate::BACKEND;
+
+/// What a partition task sends to the source.
+#[derive(Debug)]
+pub(crate) enum FetchItem {
+    /// Records in offset order, starting at the task's position. The permit returns
+    /// the batch's prefetch slot when the item is dropped.
+    Records {
+        epoch: u64,
+        messages: Vec<Message>,
+        _permit: OwnedSemaphorePermit,
+    },
+    /// A failed request (the task retries transient ones by itself).
+    Failed { epoch: u64, error: SourceError },
+}
+
+impl FetchItem {
+    pub(crate) fn epoch(&self) -> u64 {
+        match self {
+            FetchItem::Records { epoch, .. } | FetchItem::Failed { epoch, .. } => *epoch,
+        }
+    }
+}
+
+/// The fetch settings every partition task shares.
+#[derive(Clone, Debug)]
+pub(crate) struct FetchSettings {
+    pub(crate) min_bytes: i32,
+    pub(crate) max_bytes: i32,
+    pub(crate) max_wait_ms: i32,
+    pub(crate) reset: OffsetReset,
+    pub(crate) prefetch_batches: usize,
+}
+
+/// A running partition task.
+pub(crate) struct Fetcher {
+    pub(crate) epoch: u64,
+    task: JoinHandle<()>,
+}
+
+impl Fetcher {
+    /// Starts fetching `tp` from its committed offset (`None`: no commit, reset policy).
+    pub(crate) fn spawn(
+        client: Arc<Client>,
+        tp: TopicPartition,
+        committed: Option<i64>,
+        epoch: u64,
+        settings: Arc<FetchSettings>,
+        tx: mpsc::UnboundedSender<FetchItem>,
+    ) -> Self {
+        let task = PartitionTask {
+            client,
+            tp,
+            epoch,
+            settings,
+            tx,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        };
+        Self {
+            epoch,
+            task: tokio::spawn(task.run(committed)),
+        }
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct PartitionTask {
+    client: Arc<Client>,
+    tp: TopicPartition,
+    epoch: u64,
+    settings: Arc<FetchSettings>,
+    tx: mpsc::UnboundedSender<FetchItem>,
+    backoff: Backoff,
+}
+
+/// Whether retrying can fix an rskafka error.
+pub(crate) fn to_source_error(context: &str, e: RsError) -> SourceError {
+    let fatal = matches!(
+        &e,
+        RsError::ServerError {
+            protocol_error: ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::ClusterAuthorizationFailed
+                | ProtocolError::GroupAuthorizationFailed
+                | ProtocolError::SaslAuthenticationFailed
+                | ProtocolError::UnsupportedSaslMechanism,
+            ..
+        }
+    );
+    let message = format!("{context}: {e}");
+    let err = if fatal {
+        SourceError::fatal(BACKEND, message)
+    } else {
+        SourceError::transient(BACKEND, message)
+    };
+    err.with_source(e)
+}
+
+impl PartitionTask {
+    async fn run(mut self, committed: Option<i64>) {
+        let Some(pc) = self.partition_client().await else {
+            return;
+        };
+        let Some(mut offset) = self.start(&pc, committed).await else {
+            return;
+        };
+        info!(partition = %self.tp, offset, "fetching");
+        let s = Arc::clone(&self.settings);
+        let bytes = s.min_bytes..s.max_bytes.max(s.min_bytes.saturating_add(1));
+        let slots = Arc::new(Semaphore::new(s.prefetch_batches));
+        let topic = Arc::clone(self.tp.topic_arc());
+        loop {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let began = Instant::now();
+            match pc.fetch_records(offset, bytes.clone(), s.max_wait_ms).await {
+                Ok((records, _high_watermark)) => {
+                    self.backoff.reset();
+                    let messages = to_messages(&topic, self.tp.partition(), offset, records);
+                    let Some(last) = messages.last() else {
+                        // Nothing new; a broker that answers at once must not make us spin.
+                        if began.elapsed() < Duration::from_millis(5) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        continue;
+                    };
+                    offset = last.offset() + 1;
+                    let item = FetchItem::Records {
+                        epoch: self.epoch,
+                        messages,
+                        _permit: permit,
+                    };
+                    if self.tx.send(item).is_err() {
+                        return;
+                    }
+                }
+                Err(RsError::ServerError {
+                    protocol_error: ProtocolError::OffsetOutOfRange,
+                    ..
+                }) => match self.out_of_range(&pc, offset).await {
+                    Some(o) => offset = o,
+                    None => return,
+                },
+                Err(e) => {
+                    let e = to_source_error(&format!("fetching {}", self.tp), e);
+                    if !self.report(e).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a failure to the source; then sleeps before a retry (`true`) or, when it is
+    /// fatal or nobody listens, tells the task to end (`false`).
+    async fn report(&mut self, error: SourceError) -> bool {
+        let transient = error.is_transient();
+        warn!(partition = %self.tp, %error, "fetch task error");
+        let item = FetchItem::Failed {
+            epoch: self.epoch,
+            error,
+        };
+        if self.tx.send(item).is_err() || !transient {
+            return false;
+        }
+        tokio::time::sleep(self.backoff.next_delay()).await;
+        true
+    }
+
+    async fn partition_client(&mut self) -> Option<PartitionClient> {
+        loop {
+            let r = self
+                .client
+                .partition_client(
+                    self.tp.topic(),
+                    self.tp.partition(),
+                    UnknownTopicHandling::Retry,
+                )
+                .await;
+            match r {
+                Ok(pc) => return Some(pc),
+                Err(e) => {
+                    let e = to_source_error(&format!("connecting to the leader of {}", self.tp), e);
+                    if !self.report(e).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn range(&mut self, pc: &PartitionClient) -> Option<(i64, i64)> {
+        loop {
+            let r = async {
+                let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+                let latest = pc.get_offset(OffsetAt::Latest).await?;
+                Ok::<_, RsError>((earliest, latest))
+            }
+            .await;
+            match r {
+                Ok(range) => return Some(range),
+                Err(e) => {
+                    let e = to_source_error(&format!("listing offsets of {}", self.tp), e);
+                    if !self.report(e).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn start(&mut self, pc: &PartitionClient, committed: Option<i64>) -> Option<i64> {
+        let (earliest, mut latest) = self.range(pc).await?;
+        if committed.is_some() {
+            // Only the lower bound is checked here: some brokers (Tansu 0.6) answer
+            // ListOffsets(latest) with less than the high watermark, and a committed
+            // offset past the log end makes a real broker answer OffsetOutOfRange to
+            // the fetch, which is handled there.
+            latest = i64::MAX;
+        }
+        let resolved = resolve_start(committed, earliest, latest, self.settings.reset);
+        self.apply(resolved)
+    }
+
+    async fn out_of_range(&mut self, pc: &PartitionClient, offset: i64) -> Option<i64> {
+        let (earliest, latest) = self.range(pc).await?;
+        let cause = ResetCause::OutOfRange {
+            offset,
+            earliest,
+            latest,
+        };
+        self.apply(reset_to(cause, earliest, latest, self.settings.reset))
+    }
+
+    fn apply(&mut self, resolved: Result<Start, crate::reset::NoResetPolicy>) -> Option<i64> {
+        match resolved {
+            Ok(Start {
+                offset,
+                reset: None,
+            }) => Some(offset),
+            Ok(Start {
+                offset,
+                reset: Some(ResetCause::NoCommit),
+            }) => {
+                debug!(partition = %self.tp, offset, policy = ?self.settings.reset, "no committed offset; starting by the reset policy");
+                Some(offset)
+            }
+            Ok(Start {
+                offset,
+                reset: Some(cause),
+            }) => {
+                warn!(partition = %self.tp, ?cause, new_offset = offset, policy = ?self.settings.reset, "offset out of range; applying the reset policy");
+                Some(offset)
+            }
+            Err(e) => {
+                let error = SourceError::fatal(BACKEND, format!("{}: {e}", self.tp));
+                // Fatal: report returns false and the task ends.
+                let _ = self.tx.send(FetchItem::Failed {
+                    epoch: self.epoch,
+                    error,
+                });
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! [`RskafkaSource`]: the [`MessageSource`] the manager polls.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ktm_core::{
+    async_trait, MessageSource, Offsets, PollBatch, SourceError, SourceEvent, Subscription,
+    TopicPartition,
+};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::BackoffConfig;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::config::{RskafkaConfig, RskafkaSourceBuilder};
+use crate::fetch::{to_source_error, FetchItem, FetchSettings, Fetcher};
+use crate::group::CommitIdentity;
+use crate::group::{GroupEvent, GroupHandle, GroupSettings, OffsetClient};
+use crate::BACKEND;
+
+/// Fetched batches taken per poll beyond the first, if they are already there.
+const DRAIN_PER_POLL: usize = 32;
+
+/// A Kafka consumer over rskafka, with consumer groups. See the [crate docs](crate).
+pub struct RskafkaSource {
+    config: RskafkaConfig,
+    group_settings: Arc<GroupSettings>,
+    fetch_settings: Arc<FetchSettings>,
+    client: Option<Arc<Client>>,
+    group: Option<GroupHandle>,
+    offsets: OffsetClient,
+    tx: mpsc::UnboundedSender<FetchItem>,
+    rx: mpsc::UnboundedReceiver<FetchItem>,
+    owned: BTreeMap<TopicPartition, Fetcher>,
+    identity: CommitIdentity,
+    stored: Offsets,
+    pending: Option<Pending>,
+    deferred_error: Option<SourceError>,
+    static_queued: bool,
+    next_epoch: u64,
+    crashed: Arc<AtomicBool>,
+}
+
+/// An assignment change taken from the group task and not yet fully applied; it stays
+/// here until it is, so a cancelled poll resumes it.
+enum Pending {
+    Assign {
+        identity: CommitIdentity,
+        partitions: Vec<TopicPartition>,
+    },
+    Revoke(Option<oneshot::Sender<()>>),
+    Lost,
+}
+
+/// Simulates a crash of the source, for tests: it stops heartbeating and committing,
+/// without leaving the group.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct CrashSwitch(Arc<AtomicBool>);
+
+impl CrashSwitch {
+    /// Crashes the source (it notices at its next poll or commit).
+    pub fn crash(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Debug for RskafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RskafkaSource")
+            .field("config", &self.config)
+            .field("connected", &self.client.is_some())
+            .field("owned", &self.owned.keys().collect::<Vec<_>>())
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RskafkaSource {
+    /// Starts building a source.
+    pub fn builder() -> RskafkaSourceBuilder {
+        RskafkaSourceBuilder::new()
+    }
+
+    pub(crate) fn new(config: RskafkaConfig) -> Self {
+        let c = &config.consumer;
+        let group_settings = Arc::new(GroupSettings {
+            bootstrap: c.bootstrap_servers.clone(),
+            group_id: c.group_id.clone(),
+            client_id: c.client_id.clone(),
+            topics: c.topics(),
+            assignor: config.assignor,
+            session_timeout: c.session_timeout,
+            heartbeat_interval: c.heartbeat_interval,
+            rebalance_timeout: c.max_poll_interval,
+            connect_timeout: config.connect_timeout,
+        });
+        let fetch_settings = Arc::new(FetchSettings {
+            min_bytes: c.fetch_min_bytes,
+            max_bytes: c.max_partition_fetch_bytes.min(c.fetch_max_bytes),
+            max_wait_ms: i32::try_from(c.fetch_max_wait.as_millis()).unwrap_or(i32::MAX),
+            reset: c.offset_reset,
+            prefetch_batches: config.prefetch_batches,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            offsets: OffsetClient::new(Arc::clone(&group_settings)),
+            group_settings,
+            fetch_settings,
+            config,
+            client: None,
+            group: None,
+            tx,
+            rx,
+            owned: BTreeMap::new(),
+            identity: CommitIdentity {
+                generation: -1,
+                member_id: String::new(),
+            },
+            stored: Offsets::new(),
+            pending: None,
+            deferred_error: None,
+            static_queued: false,
+            next_epoch: 0,
+            crashed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The settings this source runs with.
+    pub fn config(&self) -> &RskafkaConfig {
+        &self.config
+    }
+
+    #[doc(hidden)]
+    pub fn crash_switch(&self) -> CrashSwitch {
+        CrashSwitch(Arc::clone(&self.crashed))
+    }
+
+    /// Whether the crash switch was thrown; if so, drops everything without a word to
+    /// the group.
+    fn check_crashed(&mut self) -> bool {
+        if !self.crashed.load(Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(g) = &mut self.group {
+            g.abandon();
+        }
+        self.owned.clear();
+        true
+    }
+
+    async fn client(&mut self) -> Result<Arc<Client>, SourceError> {
+        if let Some(c) = &self.client {
+            return Ok(Arc::clone(c));
+        }
+        let c = &self.config;
+        let backoff = BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+            deadline: Some(c.connect_timeout),
+        };
+        let mut builder = ClientBuilder::new(c.consumer.bootstrap_servers.clone())
+            .client_id(c.consumer.client_id.clone())
+            .backoff_config(backoff);
+        if let Some(sasl) = &c.sasl {
+            builder = builder.sasl_config(sasl.to_rskafka());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &c.tls {
+            builder = builder.tls_config(Arc::clone(tls));
+        }
+        let built = tokio::time::timeout(c.connect_timeout * 2, builder.build()).await;
+        let client = match built {
+            Ok(Ok(client)) => Arc::new(client),
+            Ok(Err(e)) => return Err(to_source_error("connecting to the brokers", e)),
+            Err(_) => {
+                return Err(SourceError::transient(
+                    BACKEND,
+                    format!(
+                        "connecting to the brokers {:?} timed out",
+                        c.consumer.bootstrap_servers
+                    ),
+                ))
+            }
+        };
+        info!(brokers = ?c.consumer.bootstrap_servers, "connected");
+        self.client = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Queues the static assignment, or starts the member task.
+    fn start(&mut self, client: &Arc<Client>) {
+        match &self.config.consumer.subscription {
+            Subscription::Partitions(p) if !self.static_queued => {
+                self.static_queued = true;
+                self.pending = Some(Pending::Assign {
+                    identity: self.identity.clone(),
+                    partitions: p.clone(),
+                });
+            }
+            Subscription::Topics(_) if self.group.is_none() => {
+                let settings = Arc::clone(&self.group_settings);
+                self.group = Some(GroupHandle::spawn(settings, Arc::clone(client)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies the pending assignment change, pushing its event.
+    async fn apply_pending(
+        &mut self,
+        client: &Arc<Client>,
+        batch: &mut PollBatch,
+    ) -> Result<(), SourceError> {
+        match &self.pending {
+            Some(Pending::Assign {
+                identity,
+                partitions,
+            }) => {
+                let (identity, partitions) = (identity.clone(), partitions.clone());
+                let committed = if partitions.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    self.offsets
+                        .fetch(&partitions)
+                        .await
+                        .map_err(|e| e.into_source_error("fetching committed offsets"))?
+                };
+                self.give_up_all(batch, false);
+                for tp in &partitions {
+                    self.next_epoch += 1;
+                    let start = committed.get(tp).copied().flatten();
+                    let fetcher = Fetcher::spawn(
+                        Arc::clone(client),
+                        tp.clone(),
+                        start,
+                        self.next_epoch,
+                        Arc::clone(&self.fetch_settings),
+                        self.tx.clone(),
+                    );
+                    self.owned.insert(tp.clone(), fetcher);
+                }
+                self.identity = identity;
+                if !partitions.is_empty() {
+                    batch.push_event(SourceEvent::Assigned(partitions));
+                }
+            }
+            Some(Pending::Revoke(_)) => {
+                let committed = self.commit_owned().await;
+                self.give_up_all(batch, committed);
+                if let Some(Pending::Revoke(Some(done))) = self.pending.take() {
+                    let _ = done.send(());
+                }
+            }
+            Some(Pending::Lost) => self.give_up_all(batch, false),
+            None => {}
+        }
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Commits the stored positions of the owned partitions before a revoke; whether
+    /// they are safe (committed, or nothing to commit).
+    async fn commit_owned(&mut self) -> bool {
+        let mut positions = self.stored.clone();
+        positions.retain(|tp| self.owned.contains_key(tp));
+        if positions.is_empty() {
+            return true;
+        }
+        let Some(identity) = self.group.as_ref().and_then(GroupHandle::commit_identity) else {
+            return false;
+        };
+        match self.offsets.commit(&identity, &positions).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "commit before revoke failed; reporting the partitions lost");
+                false
+            }
+        }
+    }
+
+    /// Stops fetching every owned partition and reports them revoked (`orderly`) or lost.
+    fn give_up_all(&mut self, batch: &mut PollBatch, orderly: bool) {
+        if self.owned.is_empty() {
+            return;
+        }
+        let gone: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_keys().collect();
+        self.stored.retain(|tp| !gone.contains(tp));
+        batch.push_event(if orderly {
+            SourceEvent::Revoked(gone)
+        } else {
+            SourceEvent::Lost(gone)
+        });
+    }
+
+    /// Takes a fetched item: `Ok(true)` if it added messages.
+    fn accept(&mut self, item: FetchItem, batch: &mut PollBatch) -> Result<bool, SourceError> {
+        let epoch = item.epoch();
+        if !self.owned.values().any(|f| f.epoch == epoch) {
+            return Ok(false);
+        }
+        match item {
+            FetchItem::Records { messages, .. } => {
+                for m in messages {
+                    batch.push(m);
+                }
+                Ok(true)
+            }
+            FetchItem::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// Adds the batches that are already waiting, without waiting.
+    fn drain_ready(&mut self, batch: &mut PollBatch) {
+        for _ in 0..DRAIN_PER_POLL {
+            let Ok(item) = self.rx.try_recv() else {
+                return;
+            };
+            if let Err(e) = self.accept(item, batch) {
+                self.deferred_error = Some(e);
+                return;
+            }
+        }
+    }
+}
+
+/// What woke a poll up.
+enum Woke {
+    Group(Option<GroupEvent>),
+    Fetched(FetchItem),
+    Timeout,
+}
+
+async fn next_group_event(group: &mut Option<GroupHandle>) -> Option<GroupEvent> {
+    match group {
+        Some(g) => g.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl MessageSource for RskafkaSource {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
+        if self.check_crashed() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let client = self.client().await?;
+        self.start(&client);
+        loop {
+            if self.pending.is_some() {
+                self.apply_pending(&client, batch).await?;
+                self.drain_ready(batch);
+                return Ok(());
+            }
+            let woke = tokio::select! {
+                e = next_group_event(&mut self.group) => Woke::Group(e),
+                Some(item) = self.rx.recv() => Woke::Fetched(item),
+                () = tokio::time::sleep_until(deadline) => Woke::Timeout,
+            };
+            match woke {
+                Woke::Group(Some(GroupEvent::Failed(e))) => return Err(e),
+                Woke::Group(Some(GroupEvent::Assigned {
+                    identity,
+                    partitions,
+                })) => {
+                    self.pending = Some(Pending::Assign {
+                        identity,
+                        partitions,
+                    })
+                }
+                Woke::Group(Some(GroupEvent::Revoke { done })) => {
+                    self.pending = Some(Pending::Revoke(Some(done)))
+                }
+                Woke::Group(Some(GroupEvent::Lost)) => self.pending = Some(Pending::Lost),
+                Woke::Group(None) => {
+                    self.group = None;
+                    return Err(SourceError::transient(
+                        BACKEND,
+                        "the group member task ended; rejoining",
+                    ));
+                }
+                Woke::Fetched(item) => {
+                    if self.accept(item, batch)? {
+                        self.drain_ready(batch);
+                        return Ok(());
+                    }
+                }
+                Woke::Timeout => return Ok(()),
+            }
+        }
+    }
+
+    fn store(&mut self, positions: &Offsets) {
+        self.stored.merge(positions);
+    }
+
+    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
+        if self.check_crashed() {
+            return Err(SourceError::transient(BACKEND, "crashed (test switch)"));
+        }
+        let identity = match &self.group {
+            Some(g) => match g.commit_identity() {
+                Some(identity) => identity,
+                // Not a member right now: these partitions are being revoked or are
+                // lost, and their next owner starts from the last commit.
+                None => return Ok(()),
+            },
+            None => self.identity.clone(),
+        };
+        let mut owned = positions.clone();
+        owned.retain(|tp| self.owned.contains_key(tp));
+        if owned.is_empty() {
+            return Ok(());
+        }
+        self.offsets
+            .commit(&identity, &owned)
+            .await
+            .map_err(|e| e.into_source_error("committing offsets"))
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        self.owned.clear();
+        if self.check_crashed() {
+            return Ok(());
+        }
+        if let Some(mut g) = self.group.take() {
+            let limit = self.config.connect_timeout;
+            if tokio::time::timeout(limit, g.leave()).await.is_err() {
+                warn!("leaving the group timed out; the session will expire");
+            }
+        }
+        self.client = None;
+        Ok(())
+    }
+}
