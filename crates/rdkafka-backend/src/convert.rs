@@ -1,0 +1,159 @@
+//! Conversions between rdkafka's types and the core's: records, partition lists, errors.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ktm_core::{Header, Message as CoreMessage, Offsets, SourceError, Timestamp, TopicPartition};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use crate::BACKEND;
+
+/// Converts records, sharing one `Arc<str>` per topic instead of allocating per record.
+#[derive(Debug, Default)]
+pub(crate) struct MessageConverter {
+    topics: Vec<Arc<str>>,
+}
+
+impl MessageConverter {
+    fn topic(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.topics.iter().find(|t| &***t == name) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(name);
+        self.topics.push(Arc::clone(&t));
+        t
+    }
+
+    /// Copies a record out of librdkafka's buffer.
+    pub(crate) fn convert(&mut self, m: &BorrowedMessage<'_>) -> CoreMessage {
+        let mut builder = CoreMessage::builder(self.topic(m.topic()), m.partition(), m.offset())
+            .maybe_key(m.key().map(Bytes::copy_from_slice))
+            .maybe_payload(m.payload().map(Bytes::copy_from_slice));
+        match m.timestamp() {
+            rdkafka::Timestamp::CreateTime(ms) => {
+                builder = builder.timestamp(Timestamp::CreateTime(ms))
+            }
+            rdkafka::Timestamp::LogAppendTime(ms) => {
+                builder = builder.timestamp(Timestamp::LogAppendTime(ms));
+            }
+            rdkafka::Timestamp::NotAvailable => {}
+        }
+        if let Some(headers) = m.headers() {
+            builder = builder.headers(headers.iter().map(|h| Header {
+                key: h.key.to_owned(),
+                value: h.value.map(Bytes::copy_from_slice),
+            }));
+        }
+        builder.build()
+    }
+}
+
+/// The partitions of a list.
+pub(crate) fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+/// A list carrying these positions (the next offset to read).
+pub(crate) fn to_tpl(offsets: &Offsets) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (tp, position) in offsets.iter() {
+        tpl.add_partition_offset(tp.topic(), tp.partition(), Offset::Offset(position))?;
+    }
+    Ok(tpl)
+}
+
+/// Error codes that retrying cannot fix.
+fn is_fatal(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::Fatal
+            | C::Authentication
+            | C::AutoOffsetReset
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::UnsupportedSASLMechanism
+            | C::IllegalSASLState
+            | C::FencedInstanceId
+            | C::InvalidGroupId
+            | C::InvalidSessionTimeout
+            | C::InconsistentGroupProtocol
+            | C::UnsupportedAssignor
+            | C::InvalidConfig
+            | C::SSL
+    )
+}
+
+/// A source error for an rdkafka error met while `doing` something.
+pub(crate) fn source_error(doing: &str, e: KafkaError) -> SourceError {
+    let fatal = match &e {
+        KafkaError::MessageConsumptionFatal(_)
+        | KafkaError::ClientConfig(..)
+        | KafkaError::ClientCreation(_)
+        | KafkaError::Subscription(_) => true,
+        other => other.rdkafka_error_code().is_some_and(is_fatal),
+    };
+    let message = format!("{doing}: {e}");
+    let error = if fatal {
+        SourceError::fatal(BACKEND, message)
+    } else {
+        SourceError::transient(BACKEND, message)
+    };
+    error.with_source(e)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        let e = source_error(
+            "polling",
+            KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
+        );
+        assert!(e.is_transient());
+        let e = source_error(
+            "polling",
+            KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal),
+        );
+        assert!(!e.is_transient());
+        let e = source_error(
+            "polling",
+            KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed),
+        );
+        assert!(!e.is_transient());
+        let e = source_error(
+            "committing",
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress),
+        );
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("committing"), "{e}");
+    }
+
+    #[test]
+    fn positions_become_a_partition_list() {
+        let offsets: Offsets = [
+            (TopicPartition::new("t", 0), 5),
+            (TopicPartition::new("t", 2), 9),
+        ]
+        .into_iter()
+        .collect();
+        let tpl = to_tpl(&offsets).unwrap();
+        assert_eq!(tpl.count(), 2);
+        let e = tpl.find_partition("t", 2).unwrap();
+        assert_eq!(e.offset(), Offset::Offset(9));
+        assert_eq!(
+            partitions(&tpl),
+            vec![TopicPartition::new("t", 0), TopicPartition::new("t", 2)]
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! [`RdkafkaSource`]: the [`MessageSource`] over an rdkafka `StreamConsumer`.
+
+use std::collections::HashSet;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use ktm_core::{
+    async_trait, ConfigError, Message, MessageSource, Offsets, PollBatch, SourceError, SourceEvent,
+    Subscription, TopicPartition,
+};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{ClientConfig, TopicPartitionList};
+use tracing::{debug, warn};
+
+use crate::config::{
+    check_subscription, finish_client_config, RdkafkaSourceBuilder, DEFAULT_CLOSE_TIMEOUT,
+};
+use crate::context::GroupContext;
+use crate::convert::{source_error, to_tpl, MessageConverter};
+use crate::worker::{RdConsumer, Worker};
+use crate::BACKEND;
+
+/// Records taken per poll at most; librdkafka keeps prefetching behind them.
+const MAX_BATCH: usize = 1024;
+
+/// A Kafka consumer on librdkafka, for the [`ThreadManager`](ktm_core::ThreadManager).
+///
+/// Build it with [`RdkafkaSource::builder`] (the same settings as the other backends) or
+/// from a ready rdkafka [`ClientConfig`] with [`RdkafkaSource::from_client_config`]. The
+/// consumer is created in the first poll, on the manager's thread.
+///
+/// - Offsets are stored and committed only as the manager says
+///   (`enable.auto.commit=false`, `enable.auto.offset.store=false`).
+/// - On a rebalance that revokes partitions, their handled positions are committed
+///   before they are given up; when the assignment is lost (the session expired),
+///   nothing is committed and [`SourceEvent::Lost`] is reported.
+/// - Commits and closing run on a helper thread, so neither blocks a stop: closing waits
+///   at most the [close timeout](RdkafkaSourceBuilder::close_timeout), then lets
+///   librdkafka finish in the background.
+pub struct RdkafkaSource {
+    config: ClientConfig,
+    subscription: Subscription,
+    close_timeout: Duration,
+    running: Option<Running>,
+    converter: MessageConverter,
+    buffer: Vec<Message>,
+}
+
+/// The consumer, once created.
+struct Running {
+    consumer: Arc<RdConsumer>,
+    context: Arc<GroupContext>,
+    worker: Worker,
+}
+
+impl RdkafkaSource {
+    /// Starts building a source from the settings shared by every backend.
+    pub fn builder() -> RdkafkaSourceBuilder {
+        RdkafkaSourceBuilder::new()
+    }
+
+    /// A source from a ready rdkafka configuration: every librdkafka property passes
+    /// through, except `enable.auto.commit` and `enable.auto.offset.store`, which are
+    /// set to `false`. `group.id` is required (offsets are committed under it).
+    ///
+    /// # Errors
+    /// [`ConfigError::EmptyGroupId`], [`ConfigError::NoTopics`], an invalid topic or
+    /// partition, or [`ConfigError::Backend`] with librdkafka's message for a property it
+    /// rejects.
+    pub fn from_client_config(
+        config: ClientConfig,
+        subscription: Subscription,
+    ) -> Result<Self, ConfigError> {
+        check_subscription(&subscription)?;
+        Self::from_parts(config, subscription, DEFAULT_CLOSE_TIMEOUT)
+    }
+
+    pub(crate) fn from_parts(
+        config: ClientConfig,
+        subscription: Subscription,
+        close_timeout: Duration,
+    ) -> Result<Self, ConfigError> {
+        if close_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                which: "close timeout",
+            });
+        }
+        Ok(Self {
+            config: finish_client_config(config)?,
+            subscription,
+            close_timeout,
+            running: None,
+            converter: MessageConverter::default(),
+            buffer: Vec::with_capacity(MAX_BATCH),
+        })
+    }
+
+    /// Sets how long closing waits for librdkafka (default 5 s).
+    #[must_use]
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        if !timeout.is_zero() {
+            self.close_timeout = timeout;
+        }
+        self
+    }
+
+    /// The librdkafka configuration the consumer is created with.
+    pub fn client_config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Creates the consumer and subscribes (or assigns), once.
+    fn ensure_running(&mut self) -> Result<(), SourceError> {
+        if self.running.is_none() {
+            self.running = Some(self.connect()?);
+        }
+        Ok(())
+    }
+
+    fn connect(&self) -> Result<Running, SourceError> {
+        let consumer: RdConsumer = self
+            .config
+            .create_with_context(GroupContext::default())
+            .map_err(|e| source_error("creating the consumer", e))?;
+        let context = Arc::clone(consumer.context());
+        match &self.subscription {
+            Subscription::Partitions(partitions) => {
+                let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+                for tp in partitions {
+                    // No offset: start from the committed one, else `auto.offset.reset`.
+                    tpl.add_partition(tp.topic(), tp.partition());
+                }
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| source_error("assigning the partitions", e))?;
+                context.push_event(SourceEvent::Assigned(partitions.clone()));
+            }
+            Subscription::Topics(topics) => {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer
+                    .subscribe(&topics)
+                    .map_err(|e| source_error("subscribing", e))?;
+            }
+            other => {
+                return Err(SourceError::fatal(
+                    BACKEND,
+                    format!("unsupported subscription {other:?}"),
+                ))
+            }
+        }
+        let consumer = Arc::new(consumer);
+        let worker = Worker::spawn(Arc::clone(&consumer)).map_err(|e| {
+            SourceError::fatal(BACKEND, format!("cannot spawn the helper thread: {e}"))
+        })?;
+        debug!("librdkafka consumer created");
+        Ok(Running {
+            consumer,
+            context,
+            worker,
+        })
+    }
+}
+
+/// What the wait for the first record ended with.
+enum First<'a> {
+    Record(Result<BorrowedMessage<'a>, KafkaError>),
+    /// An assignment change came first.
+    Event,
+    TimedOut,
+}
+
+#[async_trait]
+impl MessageSource for RdkafkaSource {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
+        self.ensure_running()?;
+        let Some(running) = self.running.as_ref() else {
+            return Ok(());
+        };
+        let context = &running.context;
+        let converter = &mut self.converter;
+        let buffer = &mut self.buffer;
+        buffer.clear();
+        let mut stream = running.consumer.stream();
+
+        // Wait for a record, or an assignment change (which rebalance callbacks queue
+        // while `recv` runs). Cancel-safe: `recv` loses nothing, events stay queued.
+        let first = if context.has_events() {
+            First::Event
+        } else {
+            let next = poll_fn(|cx| match stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(record)) => Poll::Ready(First::Record(record)),
+                Poll::Ready(None) => Poll::Ready(First::TimedOut),
+                Poll::Pending if context.has_events() => Poll::Ready(First::Event),
+                Poll::Pending => Poll::Pending,
+            });
+            tokio::time::timeout(timeout, next)
+                .await
+                .unwrap_or(First::TimedOut)
+        };
+        match first {
+            First::Record(Ok(m)) => buffer.push(converter.convert(&m)),
+            First::Record(Err(KafkaError::PartitionEOF(_))) | First::Event | First::TimedOut => {}
+            // Queued events stay queued for the next poll.
+            First::Record(Err(e)) => return Err(source_error("polling", e)),
+        }
+        let before = context.take_events();
+
+        // Take what is ready without waiting, up to the next assignment change.
+        while buffer.len() < MAX_BATCH && !context.has_events() {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(m))) => buffer.push(converter.convert(&m)),
+                Some(Some(Err(KafkaError::PartitionEOF(_)))) => {}
+                Some(Some(Err(e))) => {
+                    // Returned with the records so far; a lasting condition recurs next poll.
+                    warn!(error = %e, "consumer error after records were received");
+                    break;
+                }
+                Some(None) | None => break,
+            }
+        }
+        let after = context.take_events();
+        drop(stream);
+
+        // Records of partitions revoked or lost after they were fetched are not ours to
+        // handle: their next owner reads them from the committed position.
+        let gone: HashSet<&TopicPartition> = after
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::Revoked(tps) | SourceEvent::Lost(tps) => Some(tps),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for event in before.into_iter().chain(after.iter().cloned()) {
+            batch.push_event(event);
+        }
+        for m in buffer.drain(..) {
+            if gone.is_empty() || !gone.contains(&m.topic_partition()) {
+                batch.push(m);
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, positions: &Offsets) {
+        let Some(running) = &self.running else {
+            return;
+        };
+        running.context.store(positions);
+        match to_tpl(positions) {
+            Ok(tpl) => {
+                if let Err(e) = running.consumer.store_offsets(&tpl) {
+                    // Partitions revoked meanwhile; the manager forgets them too.
+                    debug!(error = %e, "librdkafka did not store every position");
+                }
+            }
+            Err(e) => debug!(error = %e, "positions not stored in librdkafka"),
+        }
+    }
+
+    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let Some(running) = &self.running else {
+            return Err(SourceError::transient(
+                BACKEND,
+                "cannot commit: not connected yet",
+            ));
+        };
+        let tpl = to_tpl(positions).map_err(|e| source_error("committing", e))?;
+        match running.worker.commit(tpl).await {
+            Ok(()) => {
+                running.context.committed(positions);
+                debug!(?positions, "committed");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, ?positions, "commit failed");
+                Err(source_error("committing", e))
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        let Some(Running {
+            consumer,
+            context,
+            worker,
+        }) = self.running.take()
+        else {
+            return Ok(());
+        };
+        context.set_closing();
+        let closed = worker.close(consumer);
+        match tokio::time::timeout(self.close_timeout, closed).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                warn!(timeout = ?self.close_timeout, "librdkafka did not close in time; it finishes in the background");
+                Err(SourceError::transient(
+                    BACKEND,
+                    format!(
+                        "librdkafka did not leave the group within {:?}; it finishes closing in the background",
+                        self.close_timeout
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for RdkafkaSource {
+    fn drop(&mut self) {
+        // Never close here: librdkafka may block for `session.timeout.ms`. Without a
+        // close, the revoke that closing triggers still commits the stored positions.
+        if let Some(Running {
+            consumer, worker, ..
+        }) = self.running.take()
+        {
+            drop(worker.close(consumer));
+        }
+    }
+}
+
+impl std::fmt::Debug for RdkafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdkafkaSource")
+            .field("subscription", &self.subscription)
+            .field("close_timeout", &self.close_timeout)
+            .field("connected", &self.running.is_some())
+            .finish_non_exhaustive()
+    }
+}
