@@ -1,6 +1,8 @@
 //! The behaviour suite on the in-memory backend.
 
 mod behaviour;
+#[allow(unused_imports)]
+mod support;
 
 use std::time::Duration;
 

@@ -100,7 +100,13 @@ pub(crate) fn source_error(doing: &str, e: KafkaError) -> SourceError {
         | KafkaError::Subscription(_) => true,
         other => other.rdkafka_error_code().is_some_and(is_fatal),
     };
-    let message = format!("{doing}: {e}");
+    let message = match e.rdkafka_error_code() {
+        // Worded as every backend words it, with librdkafka's own text kept.
+        Some(RDKafkaErrorCode::AutoOffsetReset) => {
+            format!("{doing}: no committed offset and offset reset is none ({e})")
+        }
+        _ => format!("{doing}: {e}"),
+    };
     let error = if fatal {
         SourceError::fatal(BACKEND, message)
     } else {

@@ -32,14 +32,14 @@ pub(crate) struct NoResetPolicy(pub(crate) ResetCause);
 impl std::fmt::Display for NoResetPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            ResetCause::NoCommit => write!(f, "no committed offset and offset reset is None"),
+            ResetCause::NoCommit => write!(f, "no committed offset and offset reset is none"),
             ResetCause::OutOfRange {
                 offset,
                 earliest,
                 latest,
             } => write!(
                 f,
-                "offset {offset} is outside the retained range {earliest}..={latest} and offset reset is None"
+                "offset {offset} is outside the retained range {earliest}..={latest} and offset reset is none"
             ),
         }
     }
