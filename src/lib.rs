@@ -1,4 +1,10 @@
-#![doc = include_str!("../README.md")]
+// The README's examples use the default backend, so it is the crate doc (and its examples
+// doctests) when that backend is compiled in.
+#![cfg_attr(feature = "rskafka", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "rskafka"),
+    doc = "Run a Kafka consumer on a managed background thread, with at-least-once commits. See the README."
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use ktm_core::*;
