@@ -1,17 +1,19 @@
 //! The consumer thread: poll, call back, commit, and shut down in order.
 
+mod commit;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use tokio::time::{sleep, sleep_until, timeout};
+use tokio::time::{sleep, sleep_until};
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::callback::{panic_message, Handle};
 use crate::lifecycle::Trigger;
-use crate::manager::{build_report, lock, record_committed, LaunchArgs, RunConfig, Shared};
+use crate::manager::{build_report, lock, LaunchArgs, RunConfig, Shared};
 use crate::progress::Progress;
 use crate::stats::Counters;
 use crate::{CallbackFailure, Message};
@@ -22,12 +24,12 @@ use crate::{
 
 /// How many messages pass between checks of the lifetime deadline inside a batch;
 /// reading the clock on every message would cost more than the rest of the loop.
-const DEADLINE_CHECK_EVERY: usize = 64;
+pub(super) const DEADLINE_CHECK_EVERY: usize = 64;
 /// How many handled messages may pass before progress and the live counter are
 /// recorded; recording runs instead of single messages keeps the per-message path short.
 const RECORD_EVERY: usize = 64;
 /// Attempts at the final commit before giving up (the messages are then redelivered).
-const FINAL_COMMIT_ATTEMPTS: u32 = 3;
+pub(super) const FINAL_COMMIT_ATTEMPTS: u32 = 3;
 
 /// What the per-message loop hands back to the async loop.
 enum Step {
@@ -354,110 +356,6 @@ impl<H: Handle> Runner<H> {
             }
             _ => false,
         }
-    }
-
-    /// A commit under the policy. A transient failure is retried at a later opportunity
-    /// after a backoff; a stop request abandons it (the final commit follows).
-    async fn commit_periodically(&mut self) -> Result<(), StopReason> {
-        if self.commit_retry_at.is_some_and(|t| Instant::now() < t) {
-            return Ok(());
-        }
-        let shared = Arc::clone(&self.shared);
-        let result = tokio::select! {
-            biased;
-            () = shared.stop.raised() => return Ok(()),
-            r = self.commit_handled() => r,
-        };
-        match result {
-            Ok(()) => {
-                self.commit_retry_at = None;
-                self.commit_backoff.reset();
-                Ok(())
-            }
-            Err(e) if e.is_transient() => {
-                let delay = self.commit_backoff.next_delay();
-                warn!(error = %e, retry_in = ?delay, "commit failed; offsets stay uncommitted and will be retried");
-                self.commit_retry_at = Some(Instant::now() + delay);
-                Ok(())
-            }
-            Err(e) => {
-                error!(error = %e, "commit failed fatally");
-                Err(StopReason::SourceFailed(format!("commit failed: {e}")))
-            }
-        }
-    }
-
-    /// Commits every handled, uncommitted position.
-    async fn commit_handled(&mut self) -> Result<(), SourceError> {
-        self.handled_since_commit = 0;
-        self.last_commit_at = Instant::now();
-        let offsets = self.progress.uncommitted();
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let span = tracing::debug_span!("commit", partitions = offsets.len());
-        let _entered = span.enter();
-        match self.source.commit(&offsets).await {
-            Ok(()) => {
-                self.progress.mark_committed(&offsets);
-                record_committed(&self.shared, &offsets);
-                Counters::bump(&self.shared.counters.commits);
-                Ok(())
-            }
-            Err(e) => {
-                Counters::bump(&self.shared.counters.commit_errors);
-                self.note_error(&e);
-                Err(e)
-            }
-        }
-    }
-
-    /// Final commit then close, each bounded by `close_timeout`.
-    async fn shut_down(&mut self) -> (Option<String>, Option<String>) {
-        let unstored = self.progress.take_unstored();
-        if !unstored.is_empty() {
-            self.source.store(&unstored);
-        }
-        let close_timeout = self.config.close_timeout;
-        let commit_deadline = tokio::time::Instant::now() + close_timeout;
-        let mut backoff = Backoff::new(self.config.retry_backoff);
-        let mut final_commit_error = None;
-        for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
-            match tokio::time::timeout_at(commit_deadline, self.commit_handled()).await {
-                Ok(Ok(())) => {
-                    final_commit_error = None;
-                    break;
-                }
-                Ok(Err(e)) => {
-                    final_commit_error = Some(e.to_string());
-                    if !e.is_transient() || attempt == FINAL_COMMIT_ATTEMPTS {
-                        break;
-                    }
-                    let delay = backoff.next_delay();
-                    warn!(error = %e, attempt, retry_in = ?delay, "final commit failed; retrying");
-                    let retry_at = (tokio::time::Instant::now() + delay).min(commit_deadline);
-                    sleep_until(retry_at).await;
-                }
-                Err(_) => {
-                    final_commit_error = Some(format!(
-                        "final commit did not finish within {close_timeout:?}"
-                    ));
-                    break;
-                }
-            }
-        }
-        if let Some(e) = &final_commit_error {
-            error!(error = %e, "final commit failed; messages handled since the last commit will be redelivered");
-        }
-        let close_error = match timeout(close_timeout, self.source.close()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("close did not finish within {close_timeout:?}")),
-        };
-        if let Some(e) = &close_error {
-            warn!(error = %e, "closing the source failed");
-        }
-        (final_commit_error, close_error)
     }
 
     /// Moves Running to Stopping for reasons the thread found itself; a fault's reason
