@@ -118,7 +118,7 @@ fn one_run(
     handled: &Handled,
     violations: &Arc<Mutex<Vec<String>>>,
     clean: bool,
-) {
+) -> BTreeSet<(i32, i64)> {
     let source = cluster
         .consumer("g")
         .subscribe(["t"])
@@ -132,6 +132,8 @@ fn one_run(
         violations: Arc::clone(violations),
     };
     let seen = Arc::clone(handled);
+    let this_run: Handled = Arc::default();
+    let seen_in_run = Arc::clone(&this_run);
     let (fail_at, rebalance_at) = if clean {
         (None, None)
     } else {
@@ -149,9 +151,14 @@ fn one_run(
                 return Err("injected callback failure".into());
             }
             seen.lock().unwrap().insert((m.partition(), m.offset()));
+            seen_in_run
+                .lock()
+                .unwrap()
+                .insert((m.partition(), m.offset()));
             Ok(())
         })
         .commit_policy(match run.policy {
+            _ if clean => CommitPolicy::EveryMessage,
             0 => CommitPolicy::EveryMessage,
             1 => CommitPolicy::EveryN(5),
             _ => CommitPolicy::Interval(Duration::from_millis(1)),
@@ -162,19 +169,29 @@ fn one_run(
         .build()
         .unwrap();
     manager.start().unwrap();
-    let target = if clean { u64::MAX } else { run.stop_after };
-    let total = 3 * 40;
+    // A faulty run stops after `stop_after` messages (or when all were seen once); the
+    // clean restart runs until the group has committed the whole topic, so it must
+    // redeliver everything from the committed offsets on.
+    let done = || {
+        if clean {
+            (0..3).all(|p| cluster.committed("g", "t", p) == Some(40))
+        } else {
+            manager.stats().messages_handled >= run.stop_after
+                || handled.lock().unwrap().len() >= 3 * 40
+        }
+    };
     for _ in 0..4000 {
-        let s = manager.stats();
-        if s.state.is_terminal()
-            || s.messages_handled >= target
-            || handled.lock().unwrap().len() >= total
-        {
+        if manager.state().is_terminal() || done() {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    manager.stop().unwrap();
+    let report = manager.stop().unwrap();
+    if std::env::var_os("KTM_DEBUG_PROPS").is_some() {
+        eprintln!("run (clean: {clean}): {report:?}");
+    }
+    let this_run = this_run.lock().unwrap().clone();
+    this_run
 }
 
 proptest! {
@@ -198,10 +215,15 @@ proptest! {
                 }
             }
         }
-        // A clean restart from the committed offsets finishes the topic: nothing lost.
-        one_run(&cluster, &runs[0], &handled, &violations, true);
+        // A clean restart from the committed offsets redelivers everything from there on
+        // and finishes the topic: nothing lost.
+        let committed_before: Vec<i64> = (0..3).map(|p| cluster.committed("g", "t", p).unwrap_or(0)).collect();
+        let restart = one_run(&cluster, &runs[0], &handled, &violations, true);
         let h = handled.lock().unwrap();
         for p in 0..3 {
+            for o in committed_before[p as usize]..40 {
+                prop_assert!(restart.contains(&(p, o)), "restart at t[{}]@{} did not redeliver {}", p, committed_before[p as usize], o);
+            }
             for o in 0..40 {
                 prop_assert!(h.contains(&(p, o)), "t[{}]@{} lost", p, o);
             }
