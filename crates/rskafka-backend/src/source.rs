@@ -414,9 +414,15 @@ impl MessageSource for RskafkaSource {
         let identity = match &self.group {
             Some(g) => match g.commit_identity() {
                 Some(identity) => identity,
-                // Not a member right now: these partitions are being revoked or are
-                // lost, and their next owner starts from the last commit.
-                None => return Ok(()),
+                // Not a member right now (rebalancing): nothing is committed, and saying
+                // so keeps the manager from counting these positions as committed. The
+                // revoke commits them, or the next owner starts from the last commit.
+                None => {
+                    return Err(SourceError::transient(
+                        BACKEND,
+                        "not a group member right now (rebalancing); positions stay uncommitted",
+                    ))
+                }
             },
             None => self.identity.clone(),
         };
