@@ -87,6 +87,8 @@ fn zero_timeouts() {
     assert_eq!(e.to_string(), "close timeout must be greater than zero");
     let e = err(builder().shutdown_timeout(Duration::ZERO));
     assert_eq!(e, BuildError::ZeroTimeout { which: "shutdown" });
+    let e = err(builder().stall_threshold(Duration::ZERO));
+    assert_eq!(e.to_string(), "stall timeout must be greater than zero");
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub struct ThreadManagerBuilder {
     thread_name: Option<String>,
     config: RunConfig,
     shutdown_timeout: Duration,
+    stall_threshold: Duration,
     listener: Option<StateListener>,
 }
 
@@ -41,6 +42,7 @@ impl ThreadManagerBuilder {
                 close_timeout: Duration::from_secs(10),
             },
             shutdown_timeout: Duration::from_secs(10),
+            stall_threshold: Duration::from_secs(60),
             listener: None,
         }
     }
@@ -130,6 +132,13 @@ impl ThreadManagerBuilder {
         self
     }
 
+    /// How long a partition with lag may go without progress before
+    /// [`ThreadManager::health`] reports it stalled (default 60 s).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = threshold;
+        self
+    }
+
     /// Called on every state change, in order, from the thread that caused it. It must
     /// be quick and must not call `start()` or `stop()`.
     pub fn on_state_change(
@@ -159,6 +168,7 @@ impl ThreadManagerBuilder {
         for (which, d) in [
             ("close", c.close_timeout),
             ("shutdown", self.shutdown_timeout),
+            ("stall", self.stall_threshold),
         ] {
             if d.is_zero() {
                 return Err(BuildError::ZeroTimeout { which });
@@ -174,6 +184,7 @@ impl ThreadManagerBuilder {
             thread_name,
             self.config,
             self.shutdown_timeout,
+            self.stall_threshold,
             self.listener,
         ))
     }

@@ -38,7 +38,7 @@ pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
 pub use offsets::{OffsetReset, Offsets};
 pub use source::{MessageSource, PollBatch, SourceEvent};
-pub use stats::{Stats, StopReason, StopReport};
+pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
 
 /// Re-exported so backends and users implement [`MessageSource`] and [`AsyncCallback`]
 /// with the same macro version.

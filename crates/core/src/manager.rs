@@ -11,8 +11,8 @@ use crate::lifecycle::{next_state, StateChange, Trigger};
 use crate::stats::{Counters, LiveState};
 use crate::stop_signal::StopSignal;
 use crate::{
-    CommitPolicy, Error, FailurePolicy, MessageSource, Offsets, RetryBackoff, State, Stats,
-    StopReason, StopReport, ThreadManagerBuilder,
+    CommitPolicy, Error, FailurePolicy, Health, MessageSource, Offsets, RetryBackoff, State, Stats,
+    StopReason, StopReport, ThreadManagerBuilder, TopicPartition,
 };
 
 pub(crate) type StateListener = Arc<dyn Fn(StateChange) + Send + Sync>;
@@ -174,6 +174,7 @@ pub struct ThreadManager {
     join: Mutex<Option<JoinHandle<()>>>,
     thread_name: String,
     shutdown_timeout: Duration,
+    stall_threshold: Duration,
 }
 
 impl ThreadManager {
@@ -188,6 +189,7 @@ impl ThreadManager {
         thread_name: String,
         config: RunConfig,
         shutdown_timeout: Duration,
+        stall_threshold: Duration,
         listener: Option<StateListener>,
     ) -> Self {
         Self {
@@ -214,6 +216,7 @@ impl ThreadManager {
             join: Mutex::new(None),
             thread_name,
             shutdown_timeout,
+            stall_threshold,
         }
     }
 
@@ -353,6 +356,28 @@ impl ThreadManager {
             committed: live.committed.clone(),
             assignment: live.assignment.iter().cloned().collect(),
             last_error: live.last_error.clone(),
+            partitions: live.partitions.clone(),
+        }
+    }
+
+    /// Cheap health check: running, assigned, and no partition with lag stalled for
+    /// longer than the stall threshold (see [`ThreadManagerBuilder::stall_threshold`]).
+    pub fn health(&self) -> Health {
+        let state = self.state();
+        let live = lock(&self.shared.live);
+        let stalled: Vec<TopicPartition> = live
+            .partitions
+            .iter()
+            .filter(|p| {
+                p.lag.is_some_and(|lag| lag > 0) && p.last_progress.elapsed() > self.stall_threshold
+            })
+            .map(|p| p.tp.clone())
+            .collect();
+        Health {
+            state,
+            assigned: !live.assignment.is_empty(),
+            healthy: state == State::Running && stalled.is_empty(),
+            stalled,
         }
     }
 

@@ -4,7 +4,9 @@
 //! last partition cached: consecutive messages mostly share a partition.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::stats::PartitionStats;
 use crate::{Message, Offsets, TopicPartition};
 
 struct PartitionProgress {
@@ -15,6 +17,13 @@ struct PartitionProgress {
     stored: i64,
     /// What was last committed by the manager.
     committed: i64,
+    /// Messages handled, counted per message: one add on the fast path.
+    count: u64,
+    /// The broker's last reported high watermark.
+    high_watermark: Option<i64>,
+    /// `handled` at the last snapshot, and when it last moved (or the partition appeared).
+    snapshot_handled: i64,
+    progressed_at: Instant,
 }
 
 #[derive(Default)]
@@ -33,6 +42,7 @@ impl Progress {
                 && Arc::ptr_eq(p.tp.topic_arc(), message.topic_arc())
             {
                 p.handled = p.handled.max(message.offset() + 1);
+                p.count += 1;
                 return;
             }
         }
@@ -42,10 +52,18 @@ impl Progress {
     #[inline(never)]
     fn handled_elsewhere(&mut self, message: &Message) {
         let idx = self.index_of(message.topic_arc(), message.partition());
+        self.last = idx;
         let p = &mut self.partitions[idx];
+        if !Arc::ptr_eq(p.tp.topic_arc(), message.topic_arc()) {
+            // Hold the messages' own topic allocation, so the fast path's pointer
+            // comparison hits from the next message on.
+            p.tp = TopicPartition::new(Arc::clone(message.topic_arc()), p.tp.partition());
+        }
         p.handled = p.handled.max(message.offset() + 1);
+        p.count += 1;
     }
 
+    /// The entry of a partition, created if new; leaves the fast-path cache alone.
     fn index_of(&mut self, topic: &Arc<str>, partition: i32) -> usize {
         let matches = |p: &PartitionProgress| {
             p.tp.partition() == partition
@@ -54,7 +72,7 @@ impl Progress {
         if self.partitions.get(self.last).is_some_and(matches) {
             return self.last;
         }
-        self.last = match self.partitions.iter().position(matches) {
+        match self.partitions.iter().position(matches) {
             Some(i) => i,
             None => {
                 self.partitions.push(PartitionProgress {
@@ -62,11 +80,48 @@ impl Progress {
                     handled: i64::MIN,
                     stored: i64::MIN,
                     committed: i64::MIN,
+                    count: 0,
+                    high_watermark: None,
+                    snapshot_handled: i64::MIN,
+                    progressed_at: Instant::now(),
                 });
                 self.partitions.len() - 1
             }
-        };
-        self.last
+        }
+    }
+
+    /// Records a high watermark the source reported.
+    pub(crate) fn set_high_watermark(&mut self, tp: &TopicPartition, high_watermark: i64) {
+        let idx = self.index_of(tp.topic_arc(), tp.partition());
+        self.partitions[idx].high_watermark = Some(high_watermark);
+    }
+
+    /// Per-partition figures for `stats()`; notes which partitions moved since the last
+    /// snapshot, for stall detection.
+    pub(crate) fn snapshot(&mut self, now: Instant) -> Vec<PartitionStats> {
+        self.partitions
+            .iter_mut()
+            .map(|p| {
+                if p.handled != p.snapshot_handled {
+                    p.snapshot_handled = p.handled;
+                    p.progressed_at = now;
+                }
+                let known = |v: i64| (v != i64::MIN).then_some(v);
+                let (position, committed) = (known(p.handled), known(p.committed));
+                PartitionStats {
+                    tp: p.tp.clone(),
+                    position,
+                    committed,
+                    high_watermark: p.high_watermark,
+                    lag: p
+                        .high_watermark
+                        .zip(committed.or(position))
+                        .map(|(hw, done)| (hw - done).max(0)),
+                    messages_handled: p.count,
+                    last_progress: p.progressed_at,
+                }
+            })
+            .collect()
     }
 
     /// Positions handled since the last call; they count as stored afterwards.

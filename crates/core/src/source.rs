@@ -28,6 +28,7 @@ pub enum SourceEvent {
 pub struct PollBatch {
     messages: Vec<Message>,
     events: Vec<SourceEvent>,
+    high_watermarks: Vec<(TopicPartition, i64)>,
 }
 
 impl PollBatch {
@@ -44,6 +45,17 @@ impl PollBatch {
     /// Adds an assignment change; the manager handles events before messages.
     pub fn push_event(&mut self, event: SourceEvent) {
         self.events.push(event);
+    }
+
+    /// Reports a partition's high watermark (the offset the next produced record will
+    /// get), as the broker last told it; the manager derives lag from it. Optional.
+    pub fn set_high_watermark(&mut self, tp: TopicPartition, high_watermark: i64) {
+        self.high_watermarks.push((tp, high_watermark));
+    }
+
+    /// The high watermarks reported with this batch.
+    pub fn high_watermarks(&self) -> &[(TopicPartition, i64)] {
+        &self.high_watermarks
     }
 
     /// The messages, in the order they are to be handled.
@@ -70,6 +82,7 @@ impl PollBatch {
     pub fn clear(&mut self) {
         self.messages.clear();
         self.events.clear();
+        self.high_watermarks.clear();
     }
 
     pub(crate) fn take_events(&mut self) -> Vec<SourceEvent> {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{CallbackFailure, Offsets, State, TopicPartition};
 
@@ -89,6 +89,43 @@ pub struct Stats {
     pub assignment: Vec<TopicPartition>,
     /// The last poll, commit or callback error, as text.
     pub last_error: Option<String>,
+    /// Per-partition progress and lag, as of the end of the last batch.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// One partition's progress, as of the end of the consumer thread's last batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionStats {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// The next offset to handle (last handled + 1), once a message was handled.
+    pub position: Option<i64>,
+    /// The last position the manager committed.
+    pub committed: Option<i64>,
+    /// The broker's high watermark, if the backend reports it.
+    pub high_watermark: Option<i64>,
+    /// High watermark minus committed (minus the position while nothing is committed
+    /// yet); unknown without a high watermark or any progress.
+    pub lag: Option<i64>,
+    /// Messages handled.
+    pub messages_handled: u64,
+    /// When the position last moved (or the partition was first seen).
+    pub last_progress: Instant,
+}
+
+/// Whether the manager is doing its job, from [`ThreadManager::health`](crate::ThreadManager::health).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The lifecycle state.
+    pub state: State,
+    /// Whether the consumer owns at least one partition.
+    pub assigned: bool,
+    /// Partitions with lag that made no progress for longer than the stall threshold.
+    pub stalled: Vec<TopicPartition>,
+    /// Running, and no partition stalled.
+    pub healthy: bool,
 }
 
 /// Counters the consumer thread bumps and any thread reads.
@@ -122,6 +159,7 @@ impl Counters {
 /// The parts of the stats that are not counters; touched on commits and rebalances only.
 #[derive(Default)]
 pub(crate) struct LiveState {
+    pub(crate) partitions: Vec<PartitionStats>,
     pub(crate) committed: Offsets,
     pub(crate) assignment: BTreeSet<TopicPartition>,
     pub(crate) last_error: Option<String>,

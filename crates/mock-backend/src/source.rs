@@ -311,6 +311,7 @@ impl MockSource {
                 tracing::warn!(tp = %h.tp, position = h.position, reset_to, "offset out of range; applying the reset policy");
                 h.position = reset_to;
             }
+            batch.set_high_watermark(h.tp.clone(), log.end());
             let from = (h.position - log.start) as usize;
             let take = share.min(room).min(log.records.len() - from);
             for m in &log.records[from..from + take] {

@@ -104,6 +104,7 @@ impl<H: Handle> Runner<H> {
                 }
             }
         }
+        self.publish_partitions();
         if let Some(e) = &final_commit_error {
             error!(error = %e, "final commit failed; messages handled since the last commit will be redelivered");
         }

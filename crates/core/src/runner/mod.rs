@@ -150,15 +150,29 @@ impl<H: Handle> Runner<H> {
             for event in self.batch.take_events() {
                 self.on_event(event);
             }
-            if let Some(reason) = self.handle_batch(deadline).await {
-                return reason;
+            for (tp, high_watermark) in self.batch.high_watermarks() {
+                self.progress.set_high_watermark(tp, *high_watermark);
             }
-            if self.interval_commit_due() {
+            // Before the batch too, so lag is visible while a slow batch runs.
+            self.publish_partitions();
+            let stop = self.handle_batch(deadline).await;
+            if stop.is_none() && self.interval_commit_due() {
                 if let Err(reason) = self.commit_periodically().await {
                     return reason;
                 }
             }
+            self.publish_partitions();
+            if let Some(reason) = stop {
+                return reason;
+            }
         }
+    }
+
+    /// Publishes per-partition progress for `stats()` and `health()`: once per batch, so
+    /// the per-message path stays free of locks.
+    fn publish_partitions(&mut self) {
+        let snapshot = self.progress.snapshot(Instant::now());
+        lock(&self.shared.live).partitions = snapshot;
     }
 
     /// Calls back for each message of the batch; `Some` when the thread must stop.
