@@ -95,6 +95,13 @@ struct PartitionTask {
     backoff: Backoff,
 }
 
+/// Whether an empty fetch at `offset` is past the end of the log. Real Kafka answers
+/// such a fetch with OFFSET_OUT_OF_RANGE; Tansu 0.6 answers nothing, for ever (a topic
+/// recreated shorter than the position reached), but its high watermark tells.
+fn past_log_end(offset: i64, high_watermark: i64) -> bool {
+    high_watermark >= 0 && offset > high_watermark
+}
+
 /// Whether retrying can fix an rskafka error.
 pub(crate) fn to_source_error(context: &str, e: RsError) -> SourceError {
     let fatal = matches!(
@@ -136,9 +143,15 @@ impl PartitionTask {
             };
             let began = Instant::now();
             match pc.fetch_records(offset, bytes.clone(), s.max_wait_ms).await {
-                Ok((records, _high_watermark)) => {
+                Ok((records, high_watermark)) => {
                     self.backoff.reset();
                     let messages = to_messages(&topic, self.tp.partition(), offset, records);
+                    if messages.is_empty() && past_log_end(offset, high_watermark) {
+                        let Some(o) = self.past_end(&pc, offset).await else {
+                            return;
+                        };
+                        offset = o;
+                    }
                     let Some(last) = messages.last() else {
                         // Nothing new; a broker that answers at once must not make us spin.
                         if began.elapsed() < Duration::from_millis(5) {
@@ -254,6 +267,22 @@ impl PartitionTask {
         self.apply(reset_to(cause, earliest, latest, self.settings.reset))
     }
 
+    /// An empty fetch past the high watermark: out of range (the reset policy applies)
+    /// unless the log end still reaches `offset` (a high watermark that lags, as after a
+    /// leader change).
+    async fn past_end(&mut self, pc: &PartitionClient, offset: i64) -> Option<i64> {
+        let (earliest, latest) = self.range(pc).await?;
+        if (earliest..=latest).contains(&offset) {
+            return Some(offset);
+        }
+        let cause = ResetCause::OutOfRange {
+            offset,
+            earliest,
+            latest,
+        };
+        self.apply(reset_to(cause, earliest, latest, self.settings.reset))
+    }
+
     fn apply(&mut self, resolved: Result<Start, crate::reset::NoResetPolicy>) -> Option<i64> {
         match resolved {
             Ok(Start {
@@ -284,5 +313,19 @@ impl PartitionTask {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::past_log_end;
+
+    #[test]
+    fn a_position_past_the_high_watermark_is_out_of_range() {
+        assert!(past_log_end(40, 10), "log recreated shorter");
+        assert!(past_log_end(1, 0), "log recreated empty");
+        assert!(!past_log_end(10, 10), "caught up: wait for more");
+        assert!(!past_log_end(3, 10), "inside the log");
+        assert!(!past_log_end(5, -1), "no high watermark reported");
     }
 }

@@ -21,6 +21,9 @@ use crate::group::CommitIdentity;
 use crate::group::{GroupEvent, GroupHandle, GroupSettings, OffsetClient};
 use crate::BACKEND;
 
+/// Why a commit is refused while the member is between generations.
+const NOT_A_MEMBER: &str = "not a group member right now (rebalancing); positions stay uncommitted";
+
 /// Fetched batches taken per poll beyond the first, if they are already there.
 const DRAIN_PER_POLL: usize = 32;
 
@@ -417,12 +420,7 @@ impl MessageSource for RskafkaSource {
                 // Not a member right now (rebalancing): nothing is committed, and saying
                 // so keeps the manager from counting these positions as committed. The
                 // revoke commits them, or the next owner starts from the last commit.
-                None => {
-                    return Err(SourceError::transient(
-                        BACKEND,
-                        "not a group member right now (rebalancing); positions stay uncommitted",
-                    ))
-                }
+                None => return Err(SourceError::transient(BACKEND, NOT_A_MEMBER)),
             },
             None => self.identity.clone(),
         };
