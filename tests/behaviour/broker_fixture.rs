@@ -34,3 +34,72 @@ pub fn produce(broker: &KafkaBroker, topic: &str, partition: i32, records: Vec<T
         broker.produce(topic, partition, vec![one], Compression::NoCompression);
     }
 }
+
+/// Declares the fixture of a real-broker backend, `$fixture`, over `$source` (built by
+/// `$source::builder()` with the settings every backend shares), plus `fixture()`.
+/// `$extra` lists backend-specific bad configurations: `(fragment, |base| builder)`.
+#[macro_export]
+macro_rules! broker_backend_fixture {
+    ($fixture:ident, $name:literal, $source:ty, [$(($fragment:literal, $bad:expr)),* $(,)?]) => {
+        struct $fixture($crate::support::KafkaBroker);
+
+        impl $crate::behaviour::Fixture for $fixture {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn caps(&self) -> $crate::behaviour::Caps {
+                $crate::behaviour::Caps { rebalance: true }
+            }
+            fn create_topic(&self, topic: &str, partitions: i32) {
+                self.0.create_topic(topic, partitions);
+            }
+            fn produce(&self, topic: &str, partition: i32, records: Vec<$crate::behaviour::TestRecord>) {
+                $crate::behaviour::broker_fixture::produce(&self.0, topic, partition, records);
+            }
+            fn source(
+                &self,
+                group: &str,
+                topic: &str,
+                reset: kafka_thread_manager::OffsetReset,
+            ) -> Box<dyn kafka_thread_manager::MessageSource> {
+                Box::new(
+                    <$source>::builder()
+                        .bootstrap_servers([self.0.bootstrap.clone()])
+                        .topics([topic])
+                        .group_id(group)
+                        .offset_reset(reset)
+                        .session_timeout($crate::behaviour::broker_fixture::SESSION_TIMEOUT)
+                        .heartbeat_interval(std::time::Duration::from_secs(1))
+                        .fetch_max_wait(std::time::Duration::from_millis(100))
+                        .build()
+                        .expect("valid config"),
+                )
+            }
+            fn patience(&self) -> std::time::Duration {
+                $crate::behaviour::broker_fixture::PATIENCE
+            }
+            fn bad_configs(&self) -> Vec<(&'static str, String)> {
+                let base = || <$source>::builder().bootstrap_servers(["127.0.0.1:9092"]).topics(["t"]).group_id("g");
+                let err = |built: Result<$source, kafka_thread_manager::ConfigError>| {
+                    built.err().map(|e| e.to_string()).unwrap_or_default()
+                };
+                vec![
+                    ("no bootstrap servers", err(<$source>::builder().topics(["t"]).group_id("g").build())),
+                    ("invalid topic name", err(base().topics(["bad topic"]).build())),
+                    ("group id", err(base().group_id("").build())),
+                    ("heartbeat interval", err(base().heartbeat_interval(std::time::Duration::from_secs(60)).build())),
+                    $(($fragment, err(($bad)(base()).build())),)*
+                ]
+            }
+        }
+
+        fn fixture() -> Option<$fixture> {
+            // RUST_LOG=ktm_<backend>=debug shows the backend's view when a behaviour fails.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+            $crate::support::KafkaBroker::any(concat!("behaviour_", $name)).map($fixture)
+        }
+    };
+}
