@@ -5,6 +5,15 @@
 //!
 //! Env: `KTM_BENCH_MESSAGES` per partition (default 200000), `KTM_BENCH_SIZE` bytes
 //! (default 100), `KTM_BENCH_PARTITIONS` (default 3).
+//!
+//! With `--backlog` it instead measures the manager's peak RSS while it consumes a
+//! large backlog (`KTM_BENCH_BACKLOG_LARGE`, default 1000000 messages in all) and a
+//! small one (`KTM_BENCH_BACKLOG_SMALL`, default 100000), with the same prefetch
+//! settings, to show that memory is bounded by the prefetch and not by the backlog:
+//!
+//! ```sh
+//! cargo bench -p ktm-rskafka --bench vs_raw_loop -- --backlog
+//! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -22,6 +31,8 @@ use rskafka::record::Record;
 
 const FETCH_MAX_BYTES: i32 = 1024 * 1024;
 const FETCH_WAIT_MS: i32 = 50;
+/// Batches fetched ahead per partition (the backend's default, set explicitly).
+const PREFETCH_BATCHES: usize = 2;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -49,7 +60,18 @@ async fn client(bootstrap: &str) -> Client {
         .unwrap()
 }
 
-async fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize, size: usize) {
+/// `total` messages spread over `partitions` (the first ones get the remainder).
+fn split(total: usize, partitions: i32) -> Vec<usize> {
+    let n = usize::try_from(partitions).unwrap();
+    (0..n)
+        .map(|i| total / n + usize::from(i < total % n))
+        .collect()
+}
+
+/// Creates `topic` with one partition per entry of `counts` and writes that many
+/// records of `size` bytes to each, `batch` records per produce request.
+async fn produce(bootstrap: &str, topic: &str, counts: &[usize], size: usize, batch: usize) {
+    let partitions = i32::try_from(counts.len()).unwrap();
     let c = client(bootstrap).await;
     c.controller_client()
         .unwrap()
@@ -61,14 +83,14 @@ async fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: u
         .unwrap()
         .as_millis();
     let ts = DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap();
-    for p in 0..partitions {
+    for (p, &count) in (0..partitions).zip(counts) {
         let pc = c
             .partition_client(topic, p, UnknownTopicHandling::Retry)
             .await
             .unwrap();
-        let mut left = per_partition;
+        let mut left = count;
         while left > 0 {
-            let k = left.min(5_000);
+            let k = left.min(batch);
             let records = (0..k)
                 .map(|_| Record {
                     key: None,
@@ -128,6 +150,7 @@ fn managed(bootstrap: &str, topic: &str, total: u64) -> u64 {
         .session_timeout(Duration::from_secs(6))
         .heartbeat_interval(Duration::from_secs(1))
         .max_partition_fetch_bytes(FETCH_MAX_BYTES)
+        .prefetch_batches(PREFETCH_BATCHES)
         .fetch_max_wait(Duration::from_millis(u64::try_from(FETCH_WAIT_MS).unwrap()))
         .build()
         .unwrap();
@@ -150,8 +173,14 @@ fn managed(bootstrap: &str, topic: &str, total: u64) -> u64 {
     count.load(Ordering::Relaxed)
 }
 
-fn child(mode: &str, bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) {
-    let total = partitions as u64 * per_partition as u64;
+fn child(
+    mode: &str,
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    per_partition: usize,
+    total: u64,
+) {
     let start = Instant::now();
     let n = match mode {
         "raw" => tokio::runtime::Builder::new_current_thread()
@@ -165,9 +194,10 @@ fn child(mode: &str, bootstrap: &str, topic: &str, partitions: i32, per_partitio
     println!("RESULT {n} {secs} {}", vm_hwm_kib());
 }
 
-fn run_child(mode: &str, topic: &str) -> (u64, f64, u64) {
+/// Runs one measurement in a child process: (messages, seconds, peak RSS in KiB).
+fn run_child(mode: &str, topic: &str, total: u64) -> (u64, f64, u64) {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", mode, topic])
+        .args(["--child", mode, topic, &total.to_string()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -206,25 +236,20 @@ fn main() {
             &args[i + 2],
             partitions,
             per_partition,
+            args[i + 3].parse().unwrap(),
         );
         return;
     }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let topic = format!("ktm-bench-{nanos}");
+    if args.iter().any(|a| a == "--backlog") {
+        backlog(&bootstrap, partitions, size);
+        return;
+    }
+    let topic = topic_name("ktm-bench");
     let total = partitions as u64 * per_partition as u64;
-    eprintln!("producing {total} messages of {size} B over {partitions} partitions...");
-    let t = Instant::now();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(produce(&bootstrap, &topic, partitions, per_partition, size));
-    eprintln!("produced in {:?}", t.elapsed());
-    let (rn, rs, rm) = run_child("raw", &topic);
-    let (mn, ms, mm) = run_child("managed", &topic);
+    let counts = vec![per_partition; usize::try_from(partitions).unwrap()];
+    produce_timed(&bootstrap, &topic, &counts, size, 5_000);
+    let (rn, rs, rm) = run_child("raw", &topic, total);
+    let (mn, ms, mm) = run_child("managed", &topic, total);
     let (rr, mr) = (rn as f64 / rs, mn as f64 / ms);
     println!("| consumer | messages | seconds | messages/s | peak RSS (MiB) |");
     println!("|---|---:|---:|---:|---:|");
@@ -237,4 +262,66 @@ fn main() {
         mm as f64 / 1024.0
     );
     println!("ratio managed/raw: {:.2} (target >= 0.9)", mr / rr);
+}
+
+fn topic_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+fn produce_timed(bootstrap: &str, topic: &str, counts: &[usize], size: usize, batch: usize) {
+    let total: usize = counts.iter().sum();
+    eprintln!(
+        "producing {total} messages of {size} B over {} partitions to {topic}...",
+        counts.len()
+    );
+    let t = Instant::now();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(produce(bootstrap, topic, counts, size, batch));
+    eprintln!("produced in {:?}", t.elapsed());
+}
+
+/// `--backlog`: the manager's peak RSS with a large and a small backlog, same settings.
+fn backlog(bootstrap: &str, partitions: i32, size: usize) {
+    let large = env("KTM_BENCH_BACKLOG_LARGE", 1_000_000);
+    let small = env("KTM_BENCH_BACKLOG_SMALL", 100_000);
+    let batch = env("KTM_BENCH_BATCH", 10_000);
+    let mut rows = Vec::new();
+    for total in [small, large] {
+        let topic = topic_name(&format!("ktm-backlog-{total}"));
+        produce_timed(bootstrap, &topic, &split(total, partitions), size, batch);
+        let (n, secs, hwm) = run_child("managed", &topic, total as u64);
+        assert_eq!(n, total as u64, "the manager must handle the whole backlog");
+        rows.push((total, n, secs, hwm));
+    }
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let bound = PREFETCH_BATCHES as u64 * FETCH_MAX_BYTES as u64 * partitions as u64;
+    println!(
+        "prefetch bound: prefetch_batches {PREFETCH_BATCHES} x max.partition.fetch.bytes \
+         {FETCH_MAX_BYTES} x {partitions} partitions = {:.1} MiB of record batches",
+        bound as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "| backlog (messages of {size} B) | handled | seconds | messages/s | peak RSS (MiB) |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (total, n, secs, hwm) in &rows {
+        println!(
+            "| {total} | {n} | {secs:.2} | {:.0} | {:.1} |",
+            *n as f64 / secs,
+            mib(*hwm)
+        );
+    }
+    let (small_hwm, large_hwm) = (rows[0].3, rows[1].3);
+    println!(
+        "peak RSS ratio {large}/{small}: {:.2} (backlog ratio {:.0}; bounded memory: ~1)",
+        large_hwm as f64 / small_hwm as f64,
+        large as f64 / small as f64
+    );
 }

@@ -55,6 +55,11 @@ impl SaslCredentials {
         &self.username
     }
 
+    /// The password (never logged nor shown).
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
     pub(crate) fn to_rskafka(&self) -> rskafka::client::SaslConfig {
         use rskafka::client::{Credentials, SaslConfig};
         let c = Credentials::new(self.username.clone(), self.password.clone());

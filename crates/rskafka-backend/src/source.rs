@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::{RskafkaConfig, RskafkaSourceBuilder};
 use crate::fetch::{to_source_error, FetchItem, FetchSettings, Fetcher};
 use crate::group::CommitIdentity;
-use crate::group::{GroupEvent, GroupHandle, GroupSettings, OffsetClient};
+use crate::group::{GroupEvent, GroupHandle, GroupSettings, OffsetClient, Security};
 use crate::BACKEND;
 
 /// Why a commit is refused while the member is between generations.
@@ -100,6 +100,11 @@ impl RskafkaSource {
             heartbeat_interval: c.heartbeat_interval,
             rebalance_timeout: c.max_poll_interval,
             connect_timeout: config.connect_timeout,
+            security: Security {
+                sasl: config.sasl.clone(),
+                #[cfg(feature = "tls")]
+                tls: config.tls.clone(),
+            },
         });
         let fetch_settings = Arc::new(FetchSettings {
             min_bytes: c.fetch_min_bytes,

@@ -1,6 +1,8 @@
 //! One Kafka protocol connection to one broker: length-prefixed frames, one request in
-//! flight at a time, encoded and decoded with `kafka-protocol`.
+//! flight at a time, encoded and decoded with `kafka-protocol`, over TCP or TLS and
+//! authenticated with SASL when so configured.
 
+use std::fmt;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -8,11 +10,15 @@ use kafka_protocol::messages::{
     ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use super::sasl;
+use super::transport::{self, BoxStream, Security};
+use crate::auth::AuthError;
 
 /// The largest response frame accepted (Kafka's default `socket.request.max.bytes`).
 const MAX_FRAME: i32 = 100 * 1024 * 1024;
@@ -33,6 +39,38 @@ pub(crate) enum ConnError {
     /// A frame could not be encoded or decoded.
     #[error("protocol error with {addr}: {message}")]
     Protocol { addr: String, message: String },
+    /// SASL authentication failed: fatal.
+    #[error("authenticating to {addr}: {source}")]
+    Auth {
+        addr: String,
+        #[source]
+        source: AuthError,
+    },
+    /// The TLS handshake failed (fatal when the broker's certificate or name is
+    /// refused).
+    #[cfg(feature = "tls")]
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConnError {
+    /// Whether retrying cannot help: authentication was refused, or the broker's TLS
+    /// certificate (or our TLS settings) were.
+    pub(crate) fn is_fatal(&self) -> bool {
+        match self {
+            ConnError::Auth { .. } => true,
+            #[cfg(feature = "tls")]
+            ConnError::Tls { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// A request type, with its API key and response type (`kafka-protocol` only provides
@@ -59,51 +97,50 @@ requests! {
     LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
     OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
     OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
+    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake;
+    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate;
 }
 
-/// A plain TCP connection to one broker.
-#[derive(Debug)]
+/// A connection to one broker.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: BoxStream,
     addr: String,
     client_id: StrBytes,
     next_correlation: i32,
     request_timeout: Duration,
 }
 
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("addr", &self.addr)
+            .field("client_id", &self.client_id)
+            .field("next_correlation", &self.next_correlation)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Conn {
-    /// Connects to `addr` (`host:port`) within `timeout`.
+    /// Connects to `addr` (`host:port`) within `timeout` (TLS handshake included, and
+    /// each SASL request within `timeout` too), then authenticates if configured.
     pub(crate) async fn connect(
         addr: &str,
         client_id: &str,
+        security: &Security,
         timeout: Duration,
     ) -> Result<Self, ConnError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                return Err(ConnError::Io {
-                    addr: addr.to_owned(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(ConnError::Timeout {
-                    addr: addr.to_owned(),
-                    after: timeout,
-                })
-            }
-        };
-        stream.set_nodelay(true).map_err(|source| ConnError::Io {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        Ok(Self {
+        let stream = transport::open(addr, security, timeout).await?;
+        let mut conn = Self {
             stream,
             addr: addr.to_owned(),
             client_id: StrBytes::from_string(client_id.to_owned()),
             next_correlation: 1,
             request_timeout: timeout,
-        })
+        };
+        if let Some(credentials) = &security.sasl {
+            sasl::authenticate(&mut conn, credentials).await?;
+        }
+        Ok(conn)
     }
 
     /// The broker's address.
@@ -150,6 +187,7 @@ impl Conn {
             .write_all(&frame)
             .await
             .map_err(io(&self.addr))?;
+        self.stream.flush().await.map_err(io(&self.addr))?;
         let len = self.stream.read_i32().await.map_err(io(&self.addr))?;
         if !(0..=MAX_FRAME).contains(&len) {
             return Err(self.protocol(format!("bad frame length {len}")));

@@ -9,6 +9,7 @@ use ktm_core::SourceError;
 use tracing::debug;
 
 use super::conn::{Conn, ConnError};
+use super::transport::Security;
 use super::Assignor;
 use crate::BACKEND;
 
@@ -27,6 +28,8 @@ pub(crate) struct GroupSettings {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) rebalance_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// SASL and TLS, as for rskafka's connections.
+    pub(crate) security: Security,
 }
 
 /// A failed group request.
@@ -67,17 +70,26 @@ impl GroupError {
         }
     }
 
-    /// As a source error: fatal for authorization and invalid-group errors.
+    /// Whether retrying cannot help: authentication or authorization failed, or the
+    /// group id is invalid.
+    pub(crate) fn is_fatal(&self) -> bool {
+        match self {
+            GroupError::Conn(e) => e.is_fatal(),
+            _ => matches!(
+                self.code(),
+                Some(
+                    ResponseError::GroupAuthorizationFailed
+                        | ResponseError::TopicAuthorizationFailed
+                        | ResponseError::InvalidGroupId
+                        | ResponseError::SaslAuthenticationFailed
+                )
+            ),
+        }
+    }
+
+    /// As a source error: fatal when [`is_fatal`](Self::is_fatal).
     pub(crate) fn into_source_error(self, context: &str) -> SourceError {
-        let fatal = matches!(
-            self.code(),
-            Some(
-                ResponseError::GroupAuthorizationFailed
-                    | ResponseError::TopicAuthorizationFailed
-                    | ResponseError::InvalidGroupId
-                    | ResponseError::SaslAuthenticationFailed
-            )
-        );
+        let fatal = self.is_fatal();
         let message = format!("{context}: {self}");
         let e = if fatal {
             SourceError::fatal(BACKEND, message)
@@ -102,6 +114,8 @@ pub(crate) async fn connect_coordinator(s: &GroupSettings) -> Result<Conn, Group
     for addr in &s.bootstrap {
         match find_on(addr, s).await {
             Ok(conn) => return Ok(conn),
+            // The same credentials and TLS settings hold for every broker.
+            Err(e) if e.is_fatal() => return Err(e),
             Err(e) => {
                 debug!(broker = %addr, error = %e, "FindCoordinator failed");
                 last = Some(e);
@@ -112,7 +126,7 @@ pub(crate) async fn connect_coordinator(s: &GroupSettings) -> Result<Conn, Group
 }
 
 async fn find_on(addr: &str, s: &GroupSettings) -> Result<Conn, GroupError> {
-    let mut conn = Conn::connect(addr, &s.client_id, s.connect_timeout).await?;
+    let mut conn = Conn::connect(addr, &s.client_id, &s.security, s.connect_timeout).await?;
     let request = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(s.group_id.clone()))
         .with_key_type(0);
@@ -125,5 +139,5 @@ async fn find_on(addr: &str, s: &GroupSettings) -> Result<Conn, GroupError> {
     if coordinator == conn.addr() {
         return Ok(conn);
     }
-    Ok(Conn::connect(&coordinator, &s.client_id, s.connect_timeout).await?)
+    Ok(Conn::connect(&coordinator, &s.client_id, &s.security, s.connect_timeout).await?)
 }

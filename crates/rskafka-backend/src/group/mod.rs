@@ -8,9 +8,17 @@ mod coordinator;
 mod membership;
 mod offsets;
 mod protocol;
+mod sasl;
 mod sync;
+mod transport;
+
+#[cfg(test)]
+mod sasl_tests;
+#[cfg(all(test, feature = "tls"))]
+mod tls_tests;
 
 pub use assignor::Assignor;
 pub(crate) use coordinator::GroupSettings;
 pub(crate) use membership::{GroupEvent, GroupHandle};
 pub(crate) use offsets::{CommitIdentity, OffsetClient};
+pub(crate) use transport::Security;
