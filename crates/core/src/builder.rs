@@ -9,7 +9,7 @@ use crate::manager::{Launch, RunConfig, StateListener};
 use crate::runner::Runner;
 use crate::{
     AsyncCallback, BuildError, Callback, CallbackError, CommitPolicy, FailurePolicy, Message,
-    MessageSource, RetryBackoff, StateChange, ThreadManager,
+    MessageSource, RetryBackoff, RetryPolicy, StateChange, ThreadManager,
 };
 
 /// The original's default `thread_lifetime`.
@@ -38,6 +38,7 @@ impl ThreadManagerBuilder {
                 poll_timeout: Duration::from_secs(1),
                 commit_policy: CommitPolicy::default(),
                 failure_policy: FailurePolicy::default(),
+                retry_policy: RetryPolicy::default(),
                 retry_backoff: RetryBackoff::default(),
                 close_timeout: Duration::from_secs(10),
             },
@@ -106,9 +107,17 @@ impl ThreadManagerBuilder {
         self
     }
 
-    /// What to do when the callback fails (default: [`FailurePolicy::Stop`]).
+    /// What to do with a message whose callback failed for good: a permanent error, a
+    /// panic, or retries exhausted (default: [`FailurePolicy::Stop`]).
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.config.failure_policy = policy;
+        self
+    }
+
+    /// How a retryable callback error is retried before the failure policy applies
+    /// (default: [`RetryPolicy::none`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry_policy = policy;
         self
     }
 
@@ -164,6 +173,23 @@ impl ThreadManagerBuilder {
         let RetryBackoff { initial, max } = c.retry_backoff;
         if initial.is_zero() || initial > max {
             return Err(BuildError::InvalidBackoff { initial, max });
+        }
+        let retry = c.retry_policy;
+        let RetryBackoff { initial, max } = retry.backoff_bounds();
+        if initial.is_zero() || initial > max {
+            return Err(BuildError::InvalidRetryPolicy {
+                reason: format!(
+                    "backoff initial {initial:?} must be greater than zero and at most max {max:?}"
+                ),
+            });
+        }
+        if retry.max_elapsed_limit().is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::InvalidRetryPolicy {
+                reason: "max_elapsed must be greater than zero".to_owned(),
+            });
+        }
+        if let FailurePolicy::DeadLetter(dead_letter) = &c.failure_policy {
+            dead_letter.validate()?;
         }
         for (which, d) in [
             ("close", c.close_timeout),

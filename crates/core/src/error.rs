@@ -75,6 +75,20 @@ pub enum BuildError {
         /// The maximum delay given.
         max: Duration,
     },
+    /// The retry policy's backoff is zero or reversed, or its time bound is zero.
+    #[error("retry policy is invalid: {reason}")]
+    InvalidRetryPolicy {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The dead-letter topic (or suffix) is not a valid Kafka topic name.
+    #[error("dead-letter topic {topic:?} is invalid: {reason}")]
+    InvalidDeadLetterTopic {
+        /// The topic, or the suffix.
+        topic: String,
+        /// Why it was rejected.
+        reason: String,
+    },
     /// The shutdown or close timeout was zero.
     #[error("{which} timeout must be greater than zero")]
     ZeroTimeout {

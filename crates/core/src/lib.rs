@@ -15,6 +15,7 @@ mod builder;
 mod callback;
 mod config;
 mod consumer_config;
+mod dead_letter;
 mod error;
 pub mod lifecycle;
 mod manager;
@@ -28,9 +29,13 @@ mod stop_signal;
 
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{AsyncCallback, Callback, CallbackError, CallbackFailure, FailureKind};
-pub use config::{CommitPolicy, FailurePolicy, RetryBackoff};
+pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};
 pub use consumer_config::{
     check_topic_name, ConfigError, ConsumerConfig, ConsumerConfigBuilder, Subscription,
+};
+pub use dead_letter::{
+    DeadLetter, DeadLetterProducer, DeadLetterRecord, HEADER_ATTEMPTS, HEADER_ERROR,
+    HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
 pub use error::{BoxError, BuildError, Error, Result, SourceError, SourceErrorKind};
 pub use lifecycle::{State, StateChange, Trigger};

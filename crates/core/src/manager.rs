@@ -11,19 +11,20 @@ use crate::lifecycle::{next_state, StateChange, Trigger};
 use crate::stats::{Counters, LiveState};
 use crate::stop_signal::StopSignal;
 use crate::{
-    CommitPolicy, Error, FailurePolicy, Health, MessageSource, Offsets, RetryBackoff, State, Stats,
-    StopReason, StopReport, ThreadManagerBuilder, TopicPartition,
+    CommitPolicy, Error, FailurePolicy, Health, MessageSource, Offsets, RetryBackoff, RetryPolicy,
+    State, Stats, StopReason, StopReport, ThreadManagerBuilder, TopicPartition,
 };
 
 pub(crate) type StateListener = Arc<dyn Fn(StateChange) + Send + Sync>;
 
 /// Settings the consumer thread runs with.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct RunConfig {
     pub(crate) thread_lifetime: Option<Duration>,
     pub(crate) poll_timeout: Duration,
     pub(crate) commit_policy: CommitPolicy,
     pub(crate) failure_policy: FailurePolicy,
+    pub(crate) retry_policy: RetryPolicy,
     pub(crate) retry_backoff: RetryBackoff,
     pub(crate) close_timeout: Duration,
 }

@@ -139,6 +139,27 @@ pub trait MessageSource: Send + 'static {
 
     /// Leaves the group and releases connections. Called once, after the last commit.
     async fn close(&mut self) -> Result<(), SourceError>;
+
+    /// Stops returning records of these partitions until they are [resumed](Self::resume),
+    /// without leaving the group (the manager keeps polling). Records already returned
+    /// are the manager's; after `resume` the partition continues right after the last
+    /// record returned for it. A partition that is revoked or lost forgets its pause.
+    /// Local and cheap, like `store`.
+    ///
+    /// The manager pauses a partition while a message of it waits for a retry. The
+    /// default does nothing: records of the partition keep arriving and the manager
+    /// holds them in memory until the partition moves again, so order and delivery are
+    /// kept but memory is not bounded. Every bundled backend pauses for real.
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        let _ = partitions;
+        Ok(())
+    }
+
+    /// Returns records of these partitions again; see [`pause`](Self::pause).
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        let _ = partitions;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -157,5 +178,11 @@ impl<S: MessageSource + ?Sized> MessageSource for Box<S> {
     }
     async fn close(&mut self) -> Result<(), SourceError> {
         (**self).close().await
+    }
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        (**self).pause(partitions)
+    }
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        (**self).resume(partitions)
     }
 }

@@ -330,7 +330,7 @@ impl<H: Handle> Runner<H> {
         error!(%failure, "callback failed; its offset is not committed");
         lock(&self.shared.live).last_error = Some(failure.to_string());
         match self.config.failure_policy {
-            FailurePolicy::Stop => Step::Stop(StopReason::CallbackFailed(*failure)),
+            _ => Step::Stop(StopReason::CallbackFailed(*failure)),
         }
     }
 
