@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use behaviour::{Caps, Fixture, TestRecord};
+use behaviour::{Caps, Fixture, ReadRecord, TestRecord};
 use kafka_thread_manager::mock::{MockCluster, Record};
-use kafka_thread_manager::{MessageSource, OffsetReset};
+use kafka_thread_manager::{DeadLetterProducer, MessageSource, OffsetReset};
 
 struct MockFixture(MockCluster);
 
@@ -74,6 +74,25 @@ impl Fixture for MockFixture {
                     .unwrap_or_default(),
             ),
         ]
+    }
+    fn dead_letter_producer(&self) -> Box<dyn DeadLetterProducer> {
+        Box::new(self.0.dead_letter_producer())
+    }
+    fn read_all(&self, topic: &str, partition: i32) -> Vec<ReadRecord> {
+        self.0
+            .records(topic, partition)
+            .expect("records")
+            .into_iter()
+            .map(|m| ReadRecord {
+                key: m.key_bytes().cloned(),
+                payload: m.payload_bytes().cloned(),
+                headers: m
+                    .headers()
+                    .iter()
+                    .map(|h| (h.key.clone(), h.value.clone().unwrap_or_default()))
+                    .collect(),
+            })
+            .collect()
     }
 }
 

@@ -161,3 +161,50 @@ fn mock_consumer_builder_errors() {
         Err(MockError::UnknownPartition { .. })
     ));
 }
+
+#[test]
+fn invalid_retry_policy() {
+    use kafka_thread_manager::RetryPolicy;
+    let e = err(builder()
+        .retry_policy(RetryPolicy::retries(3).backoff(Duration::ZERO, Duration::from_secs(1))));
+    assert!(matches!(e, BuildError::InvalidRetryPolicy { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "retry policy is invalid: backoff initial 0ns must be greater than zero and at most max 1s"
+    );
+    let e = err(builder().retry_policy(RetryPolicy::retries(3).max_elapsed(Duration::ZERO)));
+    assert_eq!(
+        e.to_string(),
+        "retry policy is invalid: max_elapsed must be greater than zero"
+    );
+}
+
+#[test]
+fn invalid_dead_letter_topic() {
+    use kafka_thread_manager::{DeadLetter, FailurePolicy};
+    let cluster = MockCluster::new();
+    let dlq = |d: DeadLetter| builder().failure_policy(FailurePolicy::DeadLetter(d));
+    let e = err(dlq(
+        DeadLetter::new(cluster.dead_letter_producer()).topic("bad topic")
+    ));
+    assert!(
+        matches!(e, BuildError::InvalidDeadLetterTopic { .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("dead-letter topic \"bad topic\" is invalid: "),
+        "{e}"
+    );
+    let e = err(dlq(
+        DeadLetter::new(cluster.dead_letter_producer()).topic_suffix("")
+    ));
+    assert_eq!(
+        e.to_string(),
+        "dead-letter topic \"\" is invalid: an empty suffix would dead-letter into the source topic"
+    );
+    let e = err(dlq(
+        DeadLetter::new(cluster.dead_letter_producer()).topic_suffix("/dlq")
+    ));
+    assert!(e.to_string().contains("only ASCII letters"), "{e}");
+}

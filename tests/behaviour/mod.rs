@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_thread_manager::{
-    CommitPolicy, Message, MessageSource, OffsetReset, State, StopReason, ThreadManager,
+    CommitPolicy, DeadLetter, DeadLetterProducer, FailurePolicy, Message, MessageSource,
+    OffsetReset, RetryPolicy, State, StopReason, ThreadManager, TopicPartition,
 };
 
 /// A record to produce.
@@ -52,6 +53,27 @@ pub trait Fixture {
     fn patience(&self) -> Duration;
     /// Bad configurations, each with a fragment of the typed error's message.
     fn bad_configs(&self) -> Vec<(&'static str, String)>;
+    /// The backend's dead-letter producer, connected to this broker.
+    fn dead_letter_producer(&self) -> Box<dyn DeadLetterProducer>;
+    /// Every record of `topic[partition]`, in offset order, read back from the broker.
+    fn read_all(&self, topic: &str, partition: i32) -> Vec<ReadRecord>;
+}
+
+/// A record read back from the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub key: Option<Bytes>,
+    pub payload: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl ReadRecord {
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| &v[..])
+    }
 }
 
 pub fn unique() -> String {
@@ -393,6 +415,117 @@ pub fn bad_config_errors(f: &dyn Fixture) {
     }
 }
 
+/// The three failure policies after retries, on 100 messages where offset 10 always
+/// fails and two retries are allowed.
+pub fn failure_policies(f: &dyn Fixture) {
+    for policy in ["dead-letter", "skip", "stop"] {
+        failure_policy_run(f, policy);
+    }
+}
+
+fn failure_policy_run(f: &dyn Fixture, policy: &str) {
+    let topic = f.topic(&format!("policy-{policy}"));
+    let dead_letters = format!("{topic}.dlq");
+    f.create_topic(&topic, 1);
+    f.create_topic(&dead_letters, 1);
+    let records = (0..100)
+        .map(|i| TestRecord {
+            key: Some(Bytes::from(format!("k{i}"))),
+            payload: Some(Bytes::from(format!("m{i}"))),
+            headers: vec![("trace".into(), Bytes::from(format!("t{i}")))],
+        })
+        .collect();
+    f.produce(&topic, 0, records);
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(vec![0; 100]));
+    let counted = Arc::clone(&attempts);
+    let failure_policy = match policy {
+        "dead-letter" => FailurePolicy::DeadLetter(DeadLetter::new(f.dead_letter_producer())),
+        "skip" => FailurePolicy::Skip,
+        _ => FailurePolicy::Stop,
+    };
+    let m = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Earliest))
+        .callback(move |m: &Message| -> Result<(), String> {
+            counted.lock().unwrap()[m.offset() as usize] += 1;
+            if m.offset() == 10 {
+                Err("offset 10 is poison".into())
+            } else {
+                Ok(())
+            }
+        })
+        .retry_policy(
+            RetryPolicy::retries(2).backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        )
+        .failure_policy(failure_policy)
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let report = if policy == "stop" {
+        m.wait(Some(f.patience() * 4)).unwrap()
+    } else {
+        wait_for(f.patience() * 4, "offset 100 committed", || {
+            m.stats().committed.get(&tp) == Some(100)
+        });
+        m.stop().unwrap()
+    };
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(attempts[10], 3, "{policy}: offset 10 is tried 1 + 2 times");
+    let dead = f.read_all(&dead_letters, 0);
+    match policy {
+        "stop" => {
+            assert_eq!(report.final_state, State::Failed, "{report:?}");
+            assert!(
+                matches!(report.reason, StopReason::CallbackFailed(ref c) if c.offset == 10),
+                "{report:?}"
+            );
+            assert_eq!(
+                report.committed.get(&tp),
+                Some(10),
+                "nothing past the failure"
+            );
+            assert!(attempts[..10].iter().all(|&n| n == 1), "{attempts:?}");
+            assert!(
+                attempts[11..].iter().all(|&n| n == 0),
+                "order is kept: {attempts:?}"
+            );
+            assert!(dead.is_empty());
+        }
+        _ => {
+            assert_eq!(report.final_state, State::Stopped, "{report:?}");
+            assert_eq!(report.committed.get(&tp), Some(100));
+            let others = attempts.iter().enumerate().filter(|(i, _)| *i != 10);
+            assert!(others.clone().all(|(_, &n)| n == 1), "{attempts:?}");
+            assert_eq!(report.retries, 2);
+            assert_eq!(report.callback_failures, 3);
+            let partition = m.stats().partitions;
+            let p = partition.iter().find(|p| p.tp == tp).unwrap();
+            assert_eq!((p.failures, p.retries), (3, 2), "{p:?}");
+            if policy == "skip" {
+                assert_eq!((report.skipped, report.dead_lettered, p.skipped), (1, 0, 1));
+                assert!(dead.is_empty());
+            } else {
+                assert_eq!(
+                    (report.skipped, report.dead_lettered, p.dead_lettered),
+                    (0, 1, 1)
+                );
+                assert_eq!(dead.len(), 1, "exactly one dead letter: {dead:?}");
+                let d = &dead[0];
+                assert_eq!(d.payload.as_deref(), Some(&b"m10"[..]));
+                assert_eq!(d.key.as_deref(), Some(&b"k10"[..]));
+                assert_eq!(d.header("trace"), Some(&b"t10"[..]));
+                assert_eq!(d.header("ktm.dlq.source.topic"), Some(topic.as_bytes()));
+                assert_eq!(d.header("ktm.dlq.source.partition"), Some(&b"0"[..]));
+                assert_eq!(d.header("ktm.dlq.source.offset"), Some(&b"10"[..]));
+                assert_eq!(d.header("ktm.dlq.attempts"), Some(&b"3"[..]));
+                assert_eq!(d.header("ktm.dlq.error"), Some(&b"offset 10 is poison"[..]));
+            }
+        }
+    }
+}
+
 /// Declares one `#[test]` per behaviour for a fixture expression of type
 /// `Option<impl Fixture>` (`None`: no broker; the reason is printed by the fixture).
 #[macro_export]
@@ -401,7 +534,7 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@tests $fixture;
             lifecycle_and_lifetime, stop_latency_is_bounded, at_least_once_under_callback_failure,
             commit_on_stop_and_resume, commit_on_revoke, keys_headers_and_payloads,
-            offset_reset_policies, bad_config_errors);
+            offset_reset_policies, bad_config_errors, failure_policies);
     };
     (@tests $fixture:expr; $($name:ident),*) => {
         $(

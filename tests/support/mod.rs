@@ -170,6 +170,35 @@ impl KafkaBroker {
         }
     }
 
+    /// Every record of `topic[partition]`, with its offset, read up to the high
+    /// watermark.
+    pub fn read_all(&self, topic: &str, partition: i32) -> Vec<(i64, Record)> {
+        self.rt.block_on(async {
+            let pc = self
+                .client
+                .partition_client(topic, partition, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client");
+            let mut out = Vec::new();
+            let mut next = 0;
+            loop {
+                let (records, high_watermark) = pc
+                    .fetch_records(next, 1..1_000_000, 500)
+                    .await
+                    .expect("fetch");
+                for r in records {
+                    if r.offset >= next {
+                        next = r.offset + 1;
+                        out.push((r.offset, r.record));
+                    }
+                }
+                if next >= high_watermark {
+                    return out;
+                }
+            }
+        })
+    }
+
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }

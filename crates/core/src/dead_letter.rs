@@ -119,6 +119,19 @@ pub trait DeadLetterProducer: Send + 'static {
     }
 }
 
+#[async_trait]
+impl<P: DeadLetterProducer + ?Sized> DeadLetterProducer for Box<P> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    async fn send(&mut self, record: &DeadLetterRecord) -> Result<(), SourceError> {
+        (**self).send(record).await
+    }
+    async fn close(&mut self) -> Result<(), SourceError> {
+        (**self).close().await
+    }
+}
+
 /// Which topic a dead letter goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Destination {

@@ -19,11 +19,22 @@ struct PartitionProgress {
     committed: i64,
     /// Messages handled, counted per message: one add on the fast path.
     count: u64,
+    /// What happened to failed messages; off the fast path.
+    failures: FailureCounts,
     /// The broker's last reported high watermark.
     high_watermark: Option<i64>,
     /// `handled` at the last snapshot, and when it last moved (or the partition appeared).
     snapshot_handled: i64,
     progressed_at: Instant,
+}
+
+/// Per-partition counts of failed attempts and of what the failure policy did.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FailureCounts {
+    pub(crate) failures: u64,
+    pub(crate) retries: u64,
+    pub(crate) dead_lettered: u64,
+    pub(crate) skipped: u64,
 }
 
 #[derive(Default)]
@@ -81,6 +92,7 @@ impl Progress {
                     stored: i64::MIN,
                     committed: i64::MIN,
                     count: 0,
+                    failures: FailureCounts::default(),
                     high_watermark: None,
                     snapshot_handled: i64::MIN,
                     progressed_at: Instant::now(),
@@ -88,6 +100,20 @@ impl Progress {
                 self.partitions.len() - 1
             }
         }
+    }
+
+    /// Moves the position past a message the failure policy disposed of (skipped or
+    /// dead-lettered): committable, but not counted as handled.
+    pub(crate) fn disposed(&mut self, message: &Message) {
+        let idx = self.index_of(message.topic_arc(), message.partition());
+        let p = &mut self.partitions[idx];
+        p.handled = p.handled.max(message.offset() + 1);
+    }
+
+    /// The failure counts of a partition, to update.
+    pub(crate) fn failures_of(&mut self, tp: &TopicPartition) -> &mut FailureCounts {
+        let idx = self.index_of(tp.topic_arc(), tp.partition());
+        &mut self.partitions[idx].failures
     }
 
     /// Records a high watermark the source reported.
@@ -118,6 +144,10 @@ impl Progress {
                         .zip(committed.or(position))
                         .map(|(hw, done)| (hw - done).max(0)),
                     messages_handled: p.count,
+                    failures: p.failures.failures,
+                    retries: p.failures.retries,
+                    dead_lettered: p.failures.dead_lettered,
+                    skipped: p.failures.skipped,
                     last_progress: p.progressed_at,
                 }
             })

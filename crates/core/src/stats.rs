@@ -20,6 +20,14 @@ pub enum StopReason {
     LifetimeExpired,
     /// The callback failed under the `Stop` failure policy.
     CallbackFailed(CallbackFailure),
+    /// A message failed for good under [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter)
+    /// and producing its dead letter failed fatally; nothing from it on was committed.
+    DeadLetterFailed {
+        /// The message's last callback failure.
+        failure: CallbackFailure,
+        /// The producer's error.
+        error: String,
+    },
     /// The source failed in a way retrying cannot fix (or panicked).
     SourceFailed(String),
     /// The consumer thread could not be spawned.
@@ -32,6 +40,7 @@ impl StopReason {
         matches!(
             self,
             StopReason::CallbackFailed(_)
+                | StopReason::DeadLetterFailed { .. }
                 | StopReason::SourceFailed(_)
                 | StopReason::SpawnFailed(_)
         )
@@ -48,8 +57,14 @@ pub struct StopReport {
     pub reason: StopReason,
     /// Messages whose callback returned `Ok`.
     pub messages_handled: u64,
-    /// Callback errors and panics.
+    /// Callback errors and panics (every failed attempt).
     pub callback_failures: u64,
+    /// Callback attempts after a message's first.
+    pub retries: u64,
+    /// Messages produced to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Messages skipped by the failure policy.
+    pub skipped: u64,
     /// Transient poll errors that were retried.
     pub poll_errors: u64,
     /// Failed commit attempts.
@@ -73,8 +88,16 @@ pub struct Stats {
     pub state: State,
     /// Messages whose callback returned `Ok`.
     pub messages_handled: u64,
-    /// Callback errors and panics.
+    /// Callback errors and panics (every failed attempt).
     pub callback_failures: u64,
+    /// Callback attempts after a message's first.
+    pub retries: u64,
+    /// Messages produced to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Messages skipped by the failure policy.
+    pub skipped: u64,
+    /// Failed attempts to produce a dead letter (retried; the offset stays uncommitted).
+    pub dead_letter_errors: u64,
     /// Transient poll errors, retried with backoff.
     pub poll_errors: u64,
     /// Failed commit attempts.
@@ -110,6 +133,14 @@ pub struct PartitionStats {
     pub lag: Option<i64>,
     /// Messages handled.
     pub messages_handled: u64,
+    /// Failed callback attempts (errors and panics).
+    pub failures: u64,
+    /// Callback attempts after a message's first.
+    pub retries: u64,
+    /// Messages produced to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Messages skipped by the failure policy.
+    pub skipped: u64,
     /// When the position last moved (or the partition was first seen).
     pub last_progress: Instant,
 }
@@ -133,6 +164,10 @@ pub struct Health {
 pub(crate) struct Counters {
     pub(crate) handled: AtomicU64,
     pub(crate) callback_failures: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) dead_letter_errors: AtomicU64,
     pub(crate) poll_errors: AtomicU64,
     pub(crate) commit_errors: AtomicU64,
     pub(crate) commits: AtomicU64,

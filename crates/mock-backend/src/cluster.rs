@@ -191,6 +191,23 @@ impl MockCluster {
         Ok(())
     }
 
+    /// The records of `topic[partition]` still in the log, in offset order.
+    ///
+    /// # Errors
+    /// [`MockError::UnknownTopic`], [`MockError::UnknownPartition`].
+    pub fn records(&self, topic: &str, partition: i32) -> Result<Vec<Message>, MockError> {
+        let st = self.inner.state();
+        st.log(&TopicPartition::new(topic, partition))
+            .map(|log| log.records.clone())
+            .ok_or_else(|| match st.topics.get(topic) {
+                None => MockError::UnknownTopic(topic.to_owned()),
+                Some(_) => MockError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                },
+            })
+    }
+
     /// Appends a record to `topic[partition]` and returns its offset.
     ///
     /// # Errors

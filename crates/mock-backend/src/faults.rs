@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ktm_core::{async_trait, MessageSource, Offsets, PollBatch, SourceError};
+use ktm_core::{async_trait, MessageSource, Offsets, PollBatch, SourceError, TopicPartition};
 
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,7 @@ pub enum Fault {
 pub struct FaultPlan {
     polls: BTreeMap<u64, Fault>,
     commits: BTreeMap<u64, Fault>,
+    pub(crate) sends: BTreeMap<u64, Fault>,
 }
 
 impl FaultPlan {
@@ -45,6 +46,14 @@ impl FaultPlan {
     /// The `n`th commit (from 1) meets `fault` (`Delay` and `Disconnect` apply to polls).
     pub fn on_commit(mut self, n: u64, fault: Fault) -> Self {
         self.commits.insert(n, fault);
+        self
+    }
+
+    /// The `n`th send (from 1) of a
+    /// [`MockDeadLetterProducer`](crate::MockDeadLetterProducer) meets `fault`
+    /// (`Disconnect(k)` fails this send and the next k - 1).
+    pub fn on_send(mut self, n: u64, fault: Fault) -> Self {
+        self.sends.insert(n, fault);
         self
     }
 }
@@ -160,5 +169,13 @@ impl<S: MessageSource> MessageSource for Faulty<S> {
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.inner.close().await
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.inner.pause(partitions)
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.inner.resume(partitions)
     }
 }

@@ -26,12 +26,14 @@
 //! ```
 
 mod cluster;
+mod dead_letter;
 mod error;
 mod faults;
 mod group;
 mod source;
 
 pub use cluster::{MockCluster, Record};
+pub use dead_letter::MockDeadLetterProducer;
 pub use error::MockError;
 pub use faults::{Fault, FaultCounts, FaultPlan, Faulty};
 pub use group::CommitRecord;

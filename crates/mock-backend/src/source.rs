@@ -129,6 +129,8 @@ impl MockSourceBuilder {
 struct Held {
     tp: TopicPartition,
     position: i64,
+    /// Paused by the manager: not fetched until resumed; forgotten with the partition.
+    paused: bool,
 }
 
 /// A consumer of a [`MockCluster`]: group member (or fixed assignment), with positions,
@@ -153,6 +155,23 @@ impl MockSource {
         self.held.iter().map(|h| h.tp.clone()).collect()
     }
 
+    /// Partitions this consumer holds and has paused.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.held
+            .iter()
+            .filter(|h| h.paused)
+            .map(|h| h.tp.clone())
+            .collect()
+    }
+
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) {
+        for h in &mut self.held {
+            if partitions.contains(&h.tp) {
+                h.paused = paused;
+            }
+        }
+    }
+
     /// Brings membership and assignment up to date, pushing the events it causes.
     fn sync_assignment(
         &mut self,
@@ -168,7 +187,11 @@ impl MockSource {
                     for tp in tps.clone() {
                         let position = start_position(st, &self.group, &tp, self.reset)?;
                         assigned.push(tp.clone());
-                        self.held.push(Held { tp, position });
+                        self.held.push(Held {
+                            tp,
+                            position,
+                            paused: false,
+                        });
                     }
                     batch.push_event(SourceEvent::Assigned(assigned));
                 }
@@ -270,7 +293,11 @@ impl MockSource {
                 g.owners.insert(tp.clone(), id);
             }
             assigned.push(tp.clone());
-            self.held.push(Held { tp, position });
+            self.held.push(Held {
+                tp,
+                position,
+                paused: false,
+            });
         }
         if !assigned.is_empty() {
             batch.push_event(SourceEvent::Assigned(assigned));
@@ -289,6 +316,9 @@ impl MockSource {
         for h in &mut self.held {
             if room == 0 {
                 break;
+            }
+            if h.paused {
+                continue;
             }
             let Some(log) = st.log(&h.tp) else { continue };
             if h.position < log.start || h.position > log.end() {
@@ -382,6 +412,17 @@ impl MessageSource for MockSource {
                 () = tokio::time::sleep_until(deadline) => return Ok(()),
             }
         }
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.set_paused(partitions, true);
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.set_paused(partitions, false);
+        self.cluster.inner.changed.notify_waiters();
+        Ok(())
     }
 
     fn store(&mut self, positions: &Offsets) {

@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::callback::Handle;
 use crate::manager::record_committed;
 use crate::stats::Counters;
-use crate::{SourceError, StopReason};
+use crate::{FailurePolicy, SourceError, StopReason};
 
 impl<H: Handle> Runner<H> {
     /// A commit under the policy. A transient failure is retried at a later opportunity
@@ -107,6 +107,15 @@ impl<H: Handle> Runner<H> {
         self.publish_partitions();
         if let Some(e) = &final_commit_error {
             error!(error = %e, "final commit failed; messages handled since the last commit will be redelivered");
+        }
+        if let FailurePolicy::DeadLetter(dead_letter) = &mut self.config.failure_policy {
+            match timeout(close_timeout, dead_letter.producer.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "closing the dead-letter producer failed"),
+                Err(_) => {
+                    warn!(timeout = ?close_timeout, "closing the dead-letter producer timed out")
+                }
+            }
         }
         let close_error = match timeout(close_timeout, self.source.close()).await {
             Ok(Ok(())) => None,

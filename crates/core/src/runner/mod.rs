@@ -1,6 +1,7 @@
 //! The consumer thread: poll, call back, commit, and shut down in order.
 
 mod commit;
+mod failures;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,10 +18,8 @@ use crate::manager::{build_report, lock, LaunchArgs, RunConfig, Shared};
 use crate::progress::Progress;
 use crate::stats::Counters;
 use crate::{CallbackFailure, Message};
-use crate::{
-    CommitPolicy, FailurePolicy, MessageSource, PollBatch, SourceError, SourceEvent, State,
-    StopReason,
-};
+use crate::{CommitPolicy, MessageSource, PollBatch, SourceError, SourceEvent, State, StopReason};
+use failures::BlockedPartitions;
 
 /// How many messages pass between checks of the lifetime deadline inside a batch;
 /// reading the clock on every message would cost more than the rest of the loop.
@@ -35,6 +34,8 @@ pub(super) const FINAL_COMMIT_ATTEMPTS: u32 = 3;
 enum Step {
     BatchDone,
     CommitDue,
+    /// The message before the cursor failed; the failure policies take it from here.
+    Failed(Box<CallbackFailure>),
     Stop(StopReason),
 }
 
@@ -50,6 +51,8 @@ pub(crate) struct Runner<H> {
     last_commit_at: Instant,
     commit_backoff: Backoff,
     commit_retry_at: Option<Instant>,
+    /// Partitions held up behind a failed message.
+    blocked: BlockedPartitions,
 }
 
 impl<H: Handle> Runner<H> {
@@ -72,6 +75,7 @@ impl<H: Handle> Runner<H> {
             handled_since_commit: 0,
             last_commit_at: started_at,
             commit_retry_at: None,
+            blocked: BlockedPartitions::default(),
         }
     }
 
@@ -119,15 +123,29 @@ impl<H: Handle> Runner<H> {
             .map(|l| tokio::time::Instant::from_std(self.started_at + l));
         let mut poll_backoff = Backoff::new(self.config.retry_backoff);
         loop {
+            if !self.blocked.is_empty() {
+                if let Some(reason) = self.retry_due().await {
+                    return reason;
+                }
+                if self.count_commit_due() || self.interval_commit_due() {
+                    if let Err(reason) = self.commit_periodically().await {
+                        return reason;
+                    }
+                }
+            }
             let unstored = self.progress.take_unstored();
             if !unstored.is_empty() {
                 self.source.store(&unstored);
             }
             self.batch.clear();
+            // Polling goes on while messages wait for a retry (their partitions paused),
+            // so the consumer stays in its group and other partitions keep moving.
+            let retry_at = self.blocked.next_due().map(tokio::time::Instant::from_std);
             let polled = tokio::select! {
                 biased;
                 () = self.shared.stop.raised() => return StopReason::Requested,
                 () = until(deadline) => return StopReason::LifetimeExpired,
+                () = until(retry_at) => continue,
                 r = self.source.poll(self.config.poll_timeout, &mut self.batch) => r,
             };
             if let Err(e) = polled {
@@ -180,7 +198,8 @@ impl<H: Handle> Runner<H> {
         let messages = self.batch.take_messages();
         let mut next = 0;
         let stop = loop {
-            let step = if H::SYNC {
+            // The tight loop only while no partition is blocked: it checks for none.
+            let step = if H::SYNC && self.blocked.is_empty() {
                 self.run_sync(&messages, &mut next, deadline)
             } else {
                 match self.run_one_async(&messages, &mut next, deadline).await {
@@ -193,6 +212,12 @@ impl<H: Handle> Runner<H> {
                 Step::Stop(reason) => break Some(reason),
                 Step::CommitDue => {
                     if let Err(reason) = self.commit_periodically().await {
+                        break Some(reason);
+                    }
+                }
+                Step::Failed(failure) => {
+                    let failed = &messages[next - 1];
+                    if let Some(reason) = self.on_callback_failure(failed, failure).await {
                         break Some(reason);
                     }
                 }
@@ -252,7 +277,7 @@ impl<H: Handle> Runner<H> {
         match failed {
             Some(failure) => {
                 *next += 1;
-                self.on_failure(failure)
+                Step::Failed(failure)
             }
             None => step,
         }
@@ -281,6 +306,9 @@ impl<H: Handle> Runner<H> {
             return Some(Step::Stop(reason));
         }
         *next += 1;
+        if !self.blocked.is_empty() && self.blocked.divert(message) {
+            return None;
+        }
         let outcome = self.handler.call_async(message).await;
         self.after_callback(message, outcome)
     }
@@ -320,17 +348,7 @@ impl<H: Handle> Runner<H> {
                 self.handled_since_commit += 1;
                 self.count_commit_due().then_some(Step::CommitDue)
             }
-            Err(failure) => Some(self.on_failure(failure)),
-        }
-    }
-
-    #[cold]
-    fn on_failure(&mut self, failure: Box<CallbackFailure>) -> Step {
-        Counters::bump(&self.shared.counters.callback_failures);
-        error!(%failure, "callback failed; its offset is not committed");
-        lock(&self.shared.live).last_error = Some(failure.to_string());
-        match self.config.failure_policy {
-            _ => Step::Stop(StopReason::CallbackFailed(*failure)),
+            Err(failure) => Some(Step::Failed(failure)),
         }
     }
 
@@ -357,6 +375,7 @@ impl<H: Handle> Runner<H> {
         }
         drop(live);
         self.progress.forget(&gone);
+        self.blocked.forget(&gone);
     }
 
     fn count_commit_due(&self) -> bool {
