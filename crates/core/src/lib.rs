@@ -13,6 +13,7 @@
 mod backoff;
 mod builder;
 mod callback;
+mod callback_time;
 mod config;
 mod consumer_config;
 mod dead_letter;
@@ -26,9 +27,11 @@ mod runner;
 mod source;
 mod stats;
 mod stop_signal;
+pub mod telemetry;
 
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{AsyncCallback, Callback, CallbackError, CallbackFailure, FailureKind};
+pub use callback_time::CallbackTime;
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};
 pub use consumer_config::{
     check_topic_name, ConfigError, ConsumerConfig, ConsumerConfigBuilder, Subscription,

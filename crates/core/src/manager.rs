@@ -69,7 +69,7 @@ impl Shared {
             return false;
         };
         guard.state = to;
-        tracing::debug!(%from, %to, ?trigger, "consumer state change");
+        tracing::info!(%from, %to, ?trigger, "consumer state change");
         let turn = self.listener.as_ref().map(|_| lock(&self.listener_turn));
         drop(guard);
         self.changed.notify_all();

@@ -4,7 +4,9 @@
 //! last partition cached: consecutive messages mostly share a partition.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::callback_time::TimeHistogram;
 
 use crate::stats::PartitionStats;
 use crate::{Message, Offsets, TopicPartition};
@@ -21,6 +23,8 @@ struct PartitionProgress {
     count: u64,
     /// What happened to failed messages; off the fast path.
     failures: FailureCounts,
+    /// Sampled callback durations.
+    callback_time: TimeHistogram,
     /// The broker's last reported high watermark.
     high_watermark: Option<i64>,
     /// `handled` at the last snapshot, and when it last moved (or the partition appeared).
@@ -93,6 +97,7 @@ impl Progress {
                     committed: i64::MIN,
                     count: 0,
                     failures: FailureCounts::default(),
+                    callback_time: TimeHistogram::default(),
                     high_watermark: None,
                     snapshot_handled: i64::MIN,
                     progressed_at: Instant::now(),
@@ -114,6 +119,12 @@ impl Progress {
     pub(crate) fn failures_of(&mut self, tp: &TopicPartition) -> &mut FailureCounts {
         let idx = self.index_of(tp.topic_arc(), tp.partition());
         &mut self.partitions[idx].failures
+    }
+
+    /// Records a sampled callback duration for the message's partition.
+    pub(crate) fn callback_sample(&mut self, message: &Message, d: Duration) {
+        let idx = self.index_of(message.topic_arc(), message.partition());
+        self.partitions[idx].callback_time.record(d);
     }
 
     /// Records a high watermark the source reported.
@@ -148,6 +159,7 @@ impl Progress {
                     retries: p.failures.retries,
                     dead_lettered: p.failures.dead_lettered,
                     skipped: p.failures.skipped,
+                    callback_time: p.callback_time.summary(),
                     last_progress: p.progressed_at,
                 }
             })

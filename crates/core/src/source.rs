@@ -140,6 +140,11 @@ pub trait MessageSource: Send + 'static {
     /// Leaves the group and releases connections. Called once, after the last commit.
     async fn close(&mut self) -> Result<(), SourceError>;
 
+    /// The consumer group this source commits for, if any; a label on metrics.
+    fn group_id(&self) -> Option<&str> {
+        None
+    }
+
     /// Stops returning records of these partitions until they are [resumed](Self::resume),
     /// without leaving the group (the manager keeps polling). Records already returned
     /// are the manager's; after `resume` the partition continues right after the last
@@ -178,6 +183,9 @@ impl<S: MessageSource + ?Sized> MessageSource for Box<S> {
     }
     async fn close(&mut self) -> Result<(), SourceError> {
         (**self).close().await
+    }
+    fn group_id(&self) -> Option<&str> {
+        (**self).group_id()
     }
     fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         (**self).pause(partitions)

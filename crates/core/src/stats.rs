@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{CallbackFailure, Offsets, State, TopicPartition};
+use crate::{CallbackFailure, CallbackTime, Offsets, State, TopicPartition};
 
 /// Why the consumer thread ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +141,8 @@ pub struct PartitionStats {
     pub dead_lettered: u64,
     /// Messages skipped by the failure policy.
     pub skipped: u64,
+    /// Sampled callback durations; `None` before the first sample.
+    pub callback_time: Option<CallbackTime>,
     /// When the position last moved (or the partition was first seen).
     pub last_progress: Instant,
 }

@@ -171,6 +171,10 @@ impl<S: MessageSource> MessageSource for Faulty<S> {
         self.inner.close().await
     }
 
+    fn group_id(&self) -> Option<&str> {
+        self.inner.group_id()
+    }
+
     fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         self.inner.pause(partitions)
     }

@@ -414,6 +414,10 @@ impl MessageSource for MockSource {
         }
     }
 
+    fn group_id(&self) -> Option<&str> {
+        Some(&self.group)
+    }
+
     fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         self.set_paused(partitions, true);
         Ok(())

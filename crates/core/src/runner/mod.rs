@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::time::{sleep, sleep_until};
+use tracing::Instrument;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
@@ -17,6 +18,7 @@ use crate::lifecycle::Trigger;
 use crate::manager::{build_report, lock, LaunchArgs, RunConfig, Shared};
 use crate::progress::Progress;
 use crate::stats::Counters;
+use crate::telemetry::ConsumerMetrics;
 use crate::{CallbackFailure, Message};
 use crate::{CommitPolicy, MessageSource, PollBatch, SourceError, SourceEvent, State, StopReason};
 use failures::BlockedPartitions;
@@ -27,6 +29,10 @@ pub(super) const DEADLINE_CHECK_EVERY: usize = 64;
 /// How many handled messages may pass before progress and the live counter are
 /// recorded; recording runs instead of single messages keeps the per-message path short.
 const RECORD_EVERY: usize = 64;
+/// One callback in this many is timed on the async path (the sync path times one per
+/// run of `RECORD_EVERY`): reading the clock twice per message would cost more than a
+/// fast callback.
+const SAMPLE_EVERY: usize = 64;
 /// Attempts at the final commit before giving up (the messages are then redelivered).
 pub(super) const FINAL_COMMIT_ATTEMPTS: u32 = 3;
 
@@ -53,6 +59,9 @@ pub(crate) struct Runner<H> {
     commit_retry_at: Option<Instant>,
     /// Partitions held up behind a failed message.
     blocked: BlockedPartitions,
+    metrics: ConsumerMetrics,
+    /// Messages on the async path until the next timed callback.
+    until_sample: usize,
 }
 
 impl<H: Handle> Runner<H> {
@@ -64,7 +73,6 @@ impl<H: Handle> Runner<H> {
             started_at,
         } = args;
         Self {
-            source,
             handler,
             commit_backoff: Backoff::new(config.retry_backoff),
             config,
@@ -76,6 +84,9 @@ impl<H: Handle> Runner<H> {
             last_commit_at: started_at,
             commit_retry_at: None,
             blocked: BlockedPartitions::default(),
+            metrics: ConsumerMetrics::new(source.group_id()),
+            until_sample: 0,
+            source,
         }
     }
 
@@ -132,6 +143,7 @@ impl<H: Handle> Runner<H> {
                         return reason;
                     }
                 }
+                self.publish_partitions();
             }
             let unstored = self.progress.take_unstored();
             if !unstored.is_empty() {
@@ -190,19 +202,29 @@ impl<H: Handle> Runner<H> {
     /// the per-message path stays free of locks.
     fn publish_partitions(&mut self) {
         let snapshot = self.progress.snapshot(Instant::now());
-        lock(&self.shared.live).partitions = snapshot;
+        let mut live = lock(&self.shared.live);
+        let assigned = live.assignment.len();
+        self.metrics
+            .publish(&snapshot, &self.shared.counters, assigned);
+        live.partitions = snapshot;
     }
 
     /// Calls back for each message of the batch; `Some` when the thread must stop.
     async fn handle_batch(&mut self, deadline: Option<tokio::time::Instant>) -> Option<StopReason> {
         let messages = self.batch.take_messages();
         let mut next = 0;
+        // Asked once per batch: a span per callback only when TRACE is on for us.
+        let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
         let stop = loop {
-            // The tight loop only while no partition is blocked: it checks for none.
-            let step = if H::SYNC && self.blocked.is_empty() {
+            // The tight loop only while no partition is blocked (it checks for none) and
+            // per-callback spans are off (it opens none).
+            let step = if H::SYNC && self.blocked.is_empty() && !traced {
                 self.run_sync(&messages, &mut next, deadline)
             } else {
-                match self.run_one_async(&messages, &mut next, deadline).await {
+                match self
+                    .run_one_async(&messages, &mut next, deadline, traced)
+                    .await
+                {
                     Some(step) => step,
                     None => continue,
                 }
@@ -243,6 +265,7 @@ impl<H: Handle> Runner<H> {
         let counters = &self.shared.counters;
         let progress = &mut self.progress;
         let handler = &mut self.handler;
+        let metrics = &mut self.metrics;
         let mut i = *next;
         let mut run_start = i;
         let mut since_commit = self.handled_since_commit;
@@ -254,9 +277,16 @@ impl<H: Handle> Runner<H> {
             if stop.is_raised() {
                 break Step::Stop(StopReason::Requested);
             }
+            // One callback per run of RECORD_EVERY is timed, for the histogram.
+            let started = (i == run_start).then(Instant::now);
             if let Err(failure) = handler.call_sync(message) {
                 failed = Some(failure);
                 break Step::BatchDone;
+            }
+            if let Some(started) = started {
+                let took = started.elapsed();
+                progress.callback_sample(message, took);
+                metrics.callback_sample(message, took);
             }
             i += 1;
             since_commit += 1;
@@ -298,6 +328,7 @@ impl<H: Handle> Runner<H> {
         messages: &[Message],
         next: &mut usize,
         deadline: Option<tokio::time::Instant>,
+        traced: bool,
     ) -> Option<Step> {
         let Some(message) = messages.get(*next) else {
             return Some(Step::BatchDone);
@@ -309,7 +340,23 @@ impl<H: Handle> Runner<H> {
         if !self.blocked.is_empty() && self.blocked.divert(message) {
             return None;
         }
-        let outcome = self.handler.call_async(message).await;
+        let sampled = self.until_sample == 0;
+        self.until_sample = if sampled {
+            SAMPLE_EVERY - 1
+        } else {
+            self.until_sample - 1
+        };
+        let started = sampled.then(Instant::now);
+        let outcome = if traced {
+            let span = tracing::trace_span!(target: "ktm_core::callback", "callback",
+                topic = message.topic(), partition = message.partition(), offset = message.offset());
+            self.handler.call_async(message).instrument(span).await
+        } else {
+            self.handler.call_async(message).await
+        };
+        if let Some(started) = started {
+            self.sample_callback(message, started.elapsed());
+        }
         self.after_callback(message, outcome)
     }
 
@@ -353,6 +400,12 @@ impl<H: Handle> Runner<H> {
     }
 
     fn on_event(&mut self, event: SourceEvent) {
+        let kind = match &event {
+            SourceEvent::Assigned(_) => "assigned",
+            SourceEvent::Revoked(_) => "revoked",
+            SourceEvent::Lost(_) => "lost",
+        };
+        let _span = tracing::info_span!("rebalance", kind).entered();
         Counters::bump(&self.shared.counters.rebalances);
         let mut live = lock(&self.shared.live);
         let gone = match event {
@@ -430,6 +483,13 @@ impl<H: Handle> Runner<H> {
 
     fn note_error(&self, e: &SourceError) {
         lock(&self.shared.live).last_error = Some(e.to_string());
+    }
+}
+
+impl<H: Handle> Runner<H> {
+    fn sample_callback(&mut self, message: &Message, took: std::time::Duration) {
+        self.progress.callback_sample(message, took);
+        self.metrics.callback_sample(message, took);
     }
 }
 
