@@ -1,9 +1,12 @@
 //! Runs the manager with no broker, on the in-memory backend: fills a topic, consumes it
-//! with a lifetime, shows progress, and prints the final report.
+//! with a lifetime, shows progress (a bar with handled messages, commits and lag), and
+//! prints the final report.
 //!
 //! `cargo run --example quickstart`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use kafka_thread_manager::mock::MockCluster;
 use kafka_thread_manager::{CommitPolicy, Message, State, ThreadManager};
@@ -39,21 +42,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     manager.start()?;
-    let started = Instant::now();
+    // A progress bar on a terminal (indicatif hides it when stderr is not one).
+    let bar = ProgressBar::new(MESSAGES).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} handled ({per_sec}) {msg}",
+        )?
+        .progress_chars("=> "),
+    );
     while manager.state() == State::Running {
         let stats = manager.stats();
-        println!(
-            "[{:>5.2}s] handled {:>6}/{MESSAGES}  commits {:>3}  assigned {}",
-            started.elapsed().as_secs_f64(),
-            stats.messages_handled,
-            stats.commits,
-            stats.assignment.len()
-        );
+        bar.set_position(stats.messages_handled);
+        let lag: i64 = stats.partitions.iter().filter_map(|p| p.lag).sum();
+        bar.set_message(format!("commits {}  lag {lag}", stats.commits));
         if stats.messages_handled >= MESSAGES {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    bar.finish();
     let report = manager.stop()?;
     println!("\nfinal report:");
     println!("  state:            {}", report.final_state);

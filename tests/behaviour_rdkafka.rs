@@ -4,12 +4,13 @@
 mod behaviour;
 mod support;
 
-use kafka_thread_manager::rdkafka::{RdkafkaSource, RdkafkaSourceBuilder};
+use kafka_thread_manager::rdkafka::{RdkafkaDeadLetterProducer, RdkafkaSource, RdkafkaSourceBuilder};
 
 broker_backend_fixture!(
     RdkafkaFixture,
     "rdkafka",
     RdkafkaSource,
+    RdkafkaDeadLetterProducer,
     [("session.timeout.ms", |b: RdkafkaSourceBuilder| b
         .set("session.timeout.ms", "not-a-number"))]
 );

@@ -4,12 +4,13 @@
 mod behaviour;
 mod support;
 
-use kafka_thread_manager::rskafka::{RskafkaSource, RskafkaSourceBuilder};
+use kafka_thread_manager::rskafka::{RskafkaDeadLetterProducer, RskafkaSource, RskafkaSourceBuilder};
 
 broker_backend_fixture!(
     RskafkaFixture,
     "rskafka",
     RskafkaSource,
+    RskafkaDeadLetterProducer,
     [("not host:port", |b: RskafkaSourceBuilder| b
         .bootstrap_servers(["nonsense"]))]
 );

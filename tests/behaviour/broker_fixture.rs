@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rskafka::client::partition::Compression;
 
-use super::TestRecord;
+use bytes::Bytes;
+
+use super::{ReadRecord, TestRecord};
 use crate::support::{record, KafkaBroker};
 
 /// Tansu answers a group join within half the session timeout; rejoining followers
@@ -35,12 +37,30 @@ pub fn produce(broker: &KafkaBroker, topic: &str, partition: i32, records: Vec<T
     }
 }
 
+/// Every record of `topic[partition]`, read back through the broker fixture's client.
+pub fn read_all(broker: &KafkaBroker, topic: &str, partition: i32) -> Vec<ReadRecord> {
+    broker
+        .read_all(topic, partition)
+        .into_iter()
+        .map(|(_, r)| ReadRecord {
+            key: r.key.map(Bytes::from),
+            payload: r.value.map(Bytes::from),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Bytes::from(v)))
+                .collect(),
+        })
+        .collect()
+}
+
 /// Declares the fixture of a real-broker backend, `$fixture`, over `$source` (built by
-/// `$source::builder()` with the settings every backend shares), plus `fixture()`.
-/// `$extra` lists backend-specific bad configurations: `(fragment, |base| builder)`.
+/// `$source::builder()` with the settings every backend shares) and its dead-letter
+/// producer `$producer` (built the same way), plus `fixture()`. `$extra` lists
+/// backend-specific bad configurations: `(fragment, |base| builder)`.
 #[macro_export]
 macro_rules! broker_backend_fixture {
-    ($fixture:ident, $name:literal, $source:ty, [$(($fragment:literal, $bad:expr)),* $(,)?]) => {
+    ($fixture:ident, $name:literal, $source:ty, $producer:ty, [$(($fragment:literal, $bad:expr)),* $(,)?]) => {
         struct $fixture($crate::support::KafkaBroker);
 
         impl $crate::behaviour::Fixture for $fixture {
@@ -74,6 +94,17 @@ macro_rules! broker_backend_fixture {
                         .build()
                         .expect("valid config"),
                 )
+            }
+            fn dead_letter_producer(&self) -> Box<dyn kafka_thread_manager::DeadLetterProducer> {
+                Box::new(
+                    <$producer>::builder()
+                        .bootstrap_servers([self.0.bootstrap.clone()])
+                        .build()
+                        .expect("valid producer config"),
+                )
+            }
+            fn read_all(&self, topic: &str, partition: i32) -> Vec<$crate::behaviour::ReadRecord> {
+                $crate::behaviour::broker_fixture::read_all(&self.0, topic, partition)
             }
             fn patience(&self) -> std::time::Duration {
                 $crate::behaviour::broker_fixture::PATIENCE
