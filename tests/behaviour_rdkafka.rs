@@ -4,7 +4,9 @@
 mod behaviour;
 mod support;
 
-use kafka_thread_manager::rdkafka::{RdkafkaDeadLetterProducer, RdkafkaSource, RdkafkaSourceBuilder};
+use kafka_thread_manager::rdkafka::{
+    RdkafkaDeadLetterProducer, RdkafkaSource, RdkafkaSourceBuilder,
+};
 
 broker_backend_fixture!(
     RdkafkaFixture,

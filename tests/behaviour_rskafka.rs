@@ -4,7 +4,9 @@
 mod behaviour;
 mod support;
 
-use kafka_thread_manager::rskafka::{RskafkaDeadLetterProducer, RskafkaSource, RskafkaSourceBuilder};
+use kafka_thread_manager::rskafka::{
+    RskafkaDeadLetterProducer, RskafkaSource, RskafkaSourceBuilder,
+};
 
 broker_backend_fixture!(
     RskafkaFixture,

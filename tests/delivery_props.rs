@@ -12,57 +12,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::deadlock_watchdog;
+use common::{deadlock_watchdog, Call, Observed};
 use kafka_thread_manager::mock::{Fault, FaultPlan, Faulty, MockCluster};
-use kafka_thread_manager::{
-    async_trait, CommitPolicy, Message, MessageSource, Offsets, PollBatch, SourceError,
-    ThreadManager,
-};
+use kafka_thread_manager::{CommitPolicy, Message, Offsets, ThreadManager};
 use proptest::prelude::*;
 
 type Handled = Arc<Mutex<BTreeSet<(i32, i64)>>>;
 
-/// Checks, at each commit, that every offset below each committed position was handled.
-struct CommitAuditor<S> {
-    inner: S,
-    handled: Handled,
-    violations: Arc<Mutex<Vec<String>>>,
-}
-
-#[async_trait]
-impl<S: MessageSource> MessageSource for CommitAuditor<S> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn poll(&mut self, t: Duration, b: &mut PollBatch) -> Result<(), SourceError> {
-        self.inner.poll(t, b).await
-    }
-    fn store(&mut self, positions: &Offsets) {
-        self.audit("store", positions);
-        self.inner.store(positions);
-    }
-    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
-        self.audit("commit", positions);
-        self.inner.commit(positions).await
-    }
-    async fn close(&mut self) -> Result<(), SourceError> {
-        self.inner.close().await
-    }
-}
-
-impl<S> CommitAuditor<S> {
-    fn audit(&self, what: &str, positions: &Offsets) {
-        let handled = self.handled.lock().unwrap();
-        for (tp, pos) in positions.iter() {
-            // Runs start at the committed offset, so only the current run's range matters:
-            // the highest unhandled offset below `pos` must not exist.
-            let p = tp.partition();
-            if pos > 0 && !handled.contains(&(p, pos - 1)) {
-                self.violations
-                    .lock()
-                    .unwrap()
-                    .push(format!("{what} {tp}@{pos} but {} not handled", pos - 1));
-            }
+/// Records, at each store and commit, positions whose previous offset was not handled.
+/// Runs start at the committed offset, so only the current run's range matters: the
+/// highest unhandled offset below a position must not exist.
+fn audit(handled: &Handled, violations: &Arc<Mutex<Vec<String>>>, what: &str, positions: &Offsets) {
+    let handled = handled.lock().unwrap();
+    for (tp, pos) in positions.iter() {
+        if pos > 0 && !handled.contains(&(tp.partition(), pos - 1)) {
+            violations
+                .lock()
+                .unwrap()
+                .push(format!("{what} {tp}@{pos} but {} not handled", pos - 1));
         }
     }
 }
@@ -126,10 +93,14 @@ fn one_run(
         .build()
         .unwrap();
     let plan = if clean { FaultPlan::new() } else { plan(run) };
-    let audited = CommitAuditor {
+    let (audited_handled, found) = (Arc::clone(handled), Arc::clone(violations));
+    let audited = Observed {
         inner: Faulty::new(source, plan),
-        handled: Arc::clone(handled),
-        violations: Arc::clone(violations),
+        observe: Box::new(move |call| match call {
+            Call::Store(p) => audit(&audited_handled, &found, "store", p),
+            Call::Commit(p) => audit(&audited_handled, &found, "commit", p),
+            _ => {}
+        }),
     };
     let seen = Arc::clone(handled);
     let this_run: Handled = Arc::default();

@@ -9,57 +9,17 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cluster_with, eventually};
+use common::{cluster_with, eventually, Call, Observed};
 use kafka_thread_manager::mock::{Fault, FaultPlan, MockCluster};
 use kafka_thread_manager::{
-    async_trait, CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, MessageSource,
-    Offsets, PollBatch, RetryPolicy, SourceError, State, StopReason, ThreadManager,
-    ThreadManagerBuilder, TopicPartition,
+    CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, RetryPolicy, State,
+    StopReason, ThreadManager, ThreadManagerBuilder, TopicPartition,
 };
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The pause and resume calls, in order.
 type PauseCalls = Arc<Mutex<Vec<(&'static str, Vec<TopicPartition>)>>>;
-
-/// Records the pause and resume calls the manager makes on the source it wraps.
-struct PauseLog<S> {
-    inner: S,
-    calls: PauseCalls,
-}
-
-#[async_trait]
-impl<S: MessageSource> MessageSource for PauseLog<S> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
-        self.inner.poll(timeout, batch).await
-    }
-    fn store(&mut self, positions: &Offsets) {
-        self.inner.store(positions);
-    }
-    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
-        self.inner.commit(positions).await
-    }
-    async fn close(&mut self) -> Result<(), SourceError> {
-        self.inner.close().await
-    }
-    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(("pause", partitions.to_vec()));
-        self.inner.pause(partitions)
-    }
-    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(("resume", partitions.to_vec()));
-        self.inner.resume(partitions)
-    }
-}
 
 type Calls = Arc<Mutex<Vec<(TopicPartition, i64, Instant)>>>;
 
@@ -71,10 +31,15 @@ fn manager(
     fails: impl Fn(&Message, u32) -> Option<CallbackError> + Send + 'static,
 ) -> (ThreadManagerBuilder, Calls, PauseCalls) {
     let calls: Calls = Arc::default();
-    let pauses = Arc::default();
-    let source = PauseLog {
+    let pauses: PauseCalls = Arc::default();
+    let log = Arc::clone(&pauses);
+    let source = Observed {
         inner: cluster.consumer("g").subscribe([topic]).build().unwrap(),
-        calls: Arc::clone(&pauses),
+        observe: Box::new(move |call| match call {
+            Call::Pause(tps) => log.lock().unwrap().push(("pause", tps.to_vec())),
+            Call::Resume(tps) => log.lock().unwrap().push(("resume", tps.to_vec())),
+            _ => {}
+        }),
     };
     let seen = Arc::clone(&calls);
     let builder = ThreadManager::builder(source)

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::deadlock_watchdog;
+use common::{deadlock_watchdog, Call, Observed};
 use kafka_thread_manager::mock::{Fault, FaultPlan, MockCluster};
 use kafka_thread_manager::{
-    async_trait, CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, MessageSource,
-    Offsets, PollBatch, RetryPolicy, SourceError, State, ThreadManager, TopicPartition,
+    CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, RetryPolicy, State,
+    ThreadManager, TopicPartition,
 };
 use proptest::prelude::*;
 
@@ -134,53 +134,6 @@ fn dead_letters(cluster: &MockCluster) -> Vec<(i32, i64)> {
         .collect()
 }
 
-/// Says what is wrong with storing or committing a position, if anything.
-type PositionCheck = Arc<dyn Fn(&TopicPartition, i64) -> Option<String> + Send + Sync>;
-
-/// Checks every commit: the message before each committed position is settled.
-struct Auditor<S> {
-    inner: S,
-    check: PositionCheck,
-    violations: Arc<Mutex<Vec<String>>>,
-}
-
-#[async_trait]
-impl<S: MessageSource> MessageSource for Auditor<S> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn poll(&mut self, t: Duration, b: &mut PollBatch) -> Result<(), SourceError> {
-        self.inner.poll(t, b).await
-    }
-    fn store(&mut self, positions: &Offsets) {
-        self.audit(positions);
-        self.inner.store(positions);
-    }
-    async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
-        self.audit(positions);
-        self.inner.commit(positions).await
-    }
-    async fn close(&mut self) -> Result<(), SourceError> {
-        self.inner.close().await
-    }
-    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
-        self.inner.pause(partitions)
-    }
-    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
-        self.inner.resume(partitions)
-    }
-}
-
-impl<S> Auditor<S> {
-    fn audit(&self, positions: &Offsets) {
-        for (tp, pos) in positions.iter() {
-            if let Some(v) = (self.check)(tp, pos) {
-                self.violations.lock().unwrap().push(v);
-            }
-        }
-    }
-}
-
 fn run(case: &Case) -> Result<(), TestCaseError> {
     let cluster = MockCluster::new();
     cluster.create_topic("t", PARTITIONS).unwrap();
@@ -204,15 +157,21 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             })
         })
     };
-    let source = Auditor {
+    let found = Arc::clone(&violations);
+    let source = Observed {
         inner: cluster
             .consumer("g")
             .subscribe(["t"])
             .max_batch(7)
             .build()
             .unwrap(),
-        check,
-        violations: Arc::clone(&violations),
+        observe: Box::new(move |call| {
+            if let Call::Store(positions) | Call::Commit(positions) = call {
+                for (tp, pos) in positions.iter() {
+                    found.lock().unwrap().extend(check(tp, pos));
+                }
+            }
+        }),
     };
     let failing = case.failing.clone();
     let (seen, tries) = (Arc::clone(&handled), Arc::clone(&attempts));

@@ -8,23 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cluster_with, eventually};
+use common::{cluster_with, eventually, prometheus_value};
 use kafka_thread_manager::{
     CallbackError, CommitPolicy, FailurePolicy, Message, RetryPolicy, ThreadManager,
 };
 use metrics_exporter_prometheus::PrometheusBuilder;
-
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[test]
 fn counters_gauges_and_the_callback_histogram_match_the_stats() {
@@ -59,7 +47,7 @@ fn counters_gauges_and_the_callback_histogram_match_the_stats() {
     });
     // Published once per poll: wait for a loop turn after the last commit.
     eventually(Duration::from_secs(20), "metrics caught up", || {
-        value(
+        prometheus_value(
             &handle.render(),
             "ktm_committed_offset",
             &[("partition", "1")],
@@ -71,7 +59,7 @@ fn counters_gauges_and_the_callback_histogram_match_the_stats() {
 
     let at = |p: &'static str| [("group", "g"), ("topic", "t"), ("partition", p)];
     let get = |name: &str, p: &'static str| {
-        value(&text, name, &at(p)).unwrap_or_else(|| panic!("{name} p{p}:\n{text}"))
+        prometheus_value(&text, name, &at(p)).unwrap_or_else(|| panic!("{name} p{p}:\n{text}"))
     };
     assert_eq!(get("ktm_messages_handled_total", "0"), 20.0);
     assert_eq!(get("ktm_messages_handled_total", "1"), 19.0);
@@ -99,9 +87,9 @@ fn counters_gauges_and_the_callback_histogram_match_the_stats() {
         assert!(s.callback_time.is_some(), "callbacks were sampled: {s:?}");
     }
     assert!(text.contains("ktm_callback_duration_seconds"), "{text}");
-    assert!(value(&text, "ktm_commits_total", &[("group", "g")]).unwrap() >= 2.0);
+    assert!(prometheus_value(&text, "ktm_commits_total", &[("group", "g")]).unwrap() >= 2.0);
     assert_eq!(
-        value(&text, "ktm_assigned_partitions", &[("group", "g")]),
+        prometheus_value(&text, "ktm_assigned_partitions", &[("group", "g")]),
         Some(2.0)
     );
 }

@@ -3,11 +3,15 @@
 #![cfg(feature = "rskafka")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[allow(unused_imports)]
+mod common;
 #[allow(dead_code)] // its main() is the example's, not ours
 #[path = "../examples/prometheus.rs"]
 mod example;
 #[allow(unused_imports)]
 mod support;
+
+use common::prometheus_value;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,19 +26,6 @@ fn scrape(addr: SocketAddr) -> String {
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
     text
-}
-
-/// The value of `name` with these labels, from Prometheus text.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]
@@ -81,7 +72,7 @@ fn the_prometheus_endpoint_shows_lag_and_counters_for_every_assigned_partition()
             ("partition", partition.as_str()),
         ];
         let get = |name| {
-            value(&text, name, &labels)
+            prometheus_value(&text, name, &labels)
                 .unwrap_or_else(|| panic!("{name} for {tp} missing in:\n{text}"))
         };
         assert_eq!(get("ktm_high_watermark"), 40.0, "{tp}");
@@ -94,7 +85,9 @@ fn the_prometheus_endpoint_shows_lag_and_counters_for_every_assigned_partition()
             "the sampled callback histogram is exported"
         );
     }
-    assert!(value(&text, "ktm_commits_total", &[("group", group.as_str())]).unwrap() >= 1.0);
+    assert!(
+        prometheus_value(&text, "ktm_commits_total", &[("group", group.as_str())]).unwrap() >= 1.0
+    );
     assert_eq!(
         value(
             &text,

@@ -56,3 +56,71 @@ pub fn deadlock_watchdog(limit: Duration) {
         std::process::abort();
     });
 }
+
+/// A call the manager made on an [`Observed`] source.
+#[derive(Debug)]
+pub enum Call<'a> {
+    Store(&'a kafka_thread_manager::Offsets),
+    Commit(&'a kafka_thread_manager::Offsets),
+    Pause(&'a [TopicPartition]),
+    Resume(&'a [TopicPartition]),
+}
+
+/// Forwards every call to `inner`, telling `observe` about stores, commits, pauses and
+/// resumes first (to audit or record them).
+pub struct Observed<S> {
+    pub inner: S,
+    pub observe: Box<dyn Fn(Call<'_>) + Send>,
+}
+
+#[kafka_thread_manager::async_trait]
+impl<S: kafka_thread_manager::MessageSource> kafka_thread_manager::MessageSource for Observed<S> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn poll(
+        &mut self,
+        timeout: Duration,
+        batch: &mut kafka_thread_manager::PollBatch,
+    ) -> Result<(), kafka_thread_manager::SourceError> {
+        self.inner.poll(timeout, batch).await
+    }
+    fn store(&mut self, positions: &kafka_thread_manager::Offsets) {
+        (self.observe)(Call::Store(positions));
+        self.inner.store(positions);
+    }
+    async fn commit(
+        &mut self,
+        positions: &kafka_thread_manager::Offsets,
+    ) -> Result<(), kafka_thread_manager::SourceError> {
+        (self.observe)(Call::Commit(positions));
+        self.inner.commit(positions).await
+    }
+    async fn close(&mut self) -> Result<(), kafka_thread_manager::SourceError> {
+        self.inner.close().await
+    }
+    fn group_id(&self) -> Option<&str> {
+        self.inner.group_id()
+    }
+    fn pause(&mut self, tps: &[TopicPartition]) -> Result<(), kafka_thread_manager::SourceError> {
+        (self.observe)(Call::Pause(tps));
+        self.inner.pause(tps)
+    }
+    fn resume(&mut self, tps: &[TopicPartition]) -> Result<(), kafka_thread_manager::SourceError> {
+        (self.observe)(Call::Resume(tps));
+        self.inner.resume(tps)
+    }
+}
+
+/// The value of metric `name` whose labels include `labels`, from Prometheus text.
+pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
