@@ -25,6 +25,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! - [`pause`](ktm_core::MessageSource::pause) and `resume` use librdkafka's own: it
+//!   stops fetching the partition and drops what it had prefetched, and the resume
+//!   fetches from the last record returned + 1. A revoked partition's pause is
+//!   forgotten (librdkafka would keep it for a later assignment).
+//! - High watermarks (for lag in the manager's stats) come from librdkafka's
+//!   statistics, every second unless `statistics.interval.ms` is set (0 turns them off).
+//!
 //! Building needs a C and C++ compiler and `make`: librdkafka is compiled from source.
 
 mod config;

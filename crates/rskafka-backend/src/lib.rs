@@ -14,6 +14,9 @@
 //!   them revoked, rejoins and reports the new assignment. A fenced member (illegal
 //!   generation, unknown member id, expired session) reports its partitions lost and
 //!   commits nothing more for them.
+//! - [`pause`](ktm_core::MessageSource::pause) stops a partition's fetch task; the
+//!   batches it had fetched wait and come after the resume, in order. Each poll reports
+//!   the partitions' high watermarks from the fetch responses, for lag in the stats.
 //! - [`assign`](RskafkaSourceBuilder::assign) reads fixed partitions without membership,
 //!   still fetching and committing offsets under the group id.
 //! - Every assigned partition is fetched by its own task, at most
