@@ -68,7 +68,7 @@ type Inner = FutureProducer<ProducerLogContext>;
 /// let producer = RdkafkaDeadLetterProducer::builder()
 ///     .bootstrap_servers(["127.0.0.1:9092"])
 ///     .client_id("billing-dlq")
-///     .set("compression.type", "lz4")
+///     .set("socket.timeout.ms", "10000")
 ///     .build()?;
 /// let policy = FailurePolicy::DeadLetter(DeadLetter::new(producer).topic("orders.failed"));
 /// # drop(policy);
@@ -407,7 +407,17 @@ mod tests {
         assert_eq!(p.client_config().get("acks"), Some("all"));
         assert_eq!(p.client_config().get("enable.idempotence"), Some("true"));
         assert_eq!(p.client_config().get("message.timeout.ms"), Some("30000"));
-        let p = base().set("acks", "1").build().unwrap();
+        // librdkafka checks combinations: idempotence needs acks=all.
+        let e = base().set("acks", "1").build().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Backend { message, .. } if message.contains("enable.idempotence")),
+            "{e}"
+        );
+        let p = base()
+            .set("enable.idempotence", "false")
+            .set("acks", "1")
+            .build()
+            .unwrap();
         assert_eq!(p.client_config().get("acks"), Some("1"), "the user's wins");
         assert_eq!(
             RdkafkaDeadLetterProducer::builder().build().unwrap_err(),
