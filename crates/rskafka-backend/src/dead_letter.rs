@@ -217,6 +217,7 @@ impl RskafkaDeadLetterProducer {
     /// id, SASL, TLS, connect timeout), already validated there.
     ///
     /// ```
+    /// use std::time::Duration;
     /// use ktm_rskafka::{RskafkaDeadLetterProducer, RskafkaSource};
     ///
     /// let config = RskafkaSource::builder()
@@ -224,7 +225,8 @@ impl RskafkaDeadLetterProducer {
     ///     .topics(["orders"])
     ///     .group_id("billing")
     ///     .build_config()?;
-    /// let producer = RskafkaDeadLetterProducer::from_config(&config);
+    /// let producer = RskafkaDeadLetterProducer::from_config(&config)
+    ///     .with_send_timeout(Duration::from_secs(10));
     /// let source = RskafkaSource::builder().config(config.consumer.clone()).build()?;
     /// # drop((producer, source));
     /// # Ok::<(), ktm_core::ConfigError>(())
@@ -239,6 +241,16 @@ impl RskafkaDeadLetterProducer {
             connect_timeout: config.connect_timeout,
             send_timeout: DEFAULT_SEND_TIMEOUT,
         })
+    }
+
+    /// Sets how long one `send` may take (default [`DEFAULT_SEND_TIMEOUT`]); zero is
+    /// ignored. For a producer made [`from_config`](Self::from_config).
+    #[must_use]
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        if !timeout.is_zero() {
+            self.settings.send_timeout = timeout;
+        }
+        self
     }
 
     fn new(settings: Settings) -> Self {

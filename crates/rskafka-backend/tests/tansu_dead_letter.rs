@@ -74,7 +74,8 @@ fn a_dead_letter_keeps_key_null_payload_headers_and_timestamp() {
         .group_id("billing")
         .build_config()
         .unwrap();
-    let from_config = RskafkaDeadLetterProducer::from_config(&config);
+    let from_config =
+        RskafkaDeadLetterProducer::from_config(&config).with_send_timeout(Duration::from_secs(20));
     let second = DeadLetterRecord::new(
         dlq.as_str(),
         &Message::builder("orders", 7, 3).payload("p").build(),
