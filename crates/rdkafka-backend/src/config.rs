@@ -17,6 +17,10 @@ use crate::{RdkafkaSource, BACKEND};
 /// group before it lets the consumer finish closing in the background.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often librdkafka reports statistics, which carry each partition's high watermark
+/// (for lag in the manager's stats), unless `statistics.interval.ms` is set.
+const STATISTICS_INTERVAL_MS: &str = "1000";
+
 /// Properties the source sets itself, whatever the user gave: the manager decides what
 /// is stored and committed, and when.
 const FORCED: [(&str, &str); 2] = [
@@ -193,6 +197,11 @@ pub(crate) fn finish_client_config(mut client: ClientConfig) -> Result<ClientCon
         }
         client.set(key, value);
     }
+    // The high watermarks come from librdkafka's statistics; a user's own interval
+    // (0 turns them off) is kept.
+    if client.get("statistics.interval.ms").is_none() {
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
     client.set_log_level(log_level());
     validate(&client)?;
     Ok(client)
@@ -232,7 +241,7 @@ pub(crate) fn config_error(e: &KafkaError) -> ConfigError {
 
 /// The most verbose librdkafka level that tracing would record (rdkafka otherwise takes
 /// it from the `log` crate, which is off under tracing).
-fn log_level() -> RDKafkaLogLevel {
+pub(crate) fn log_level() -> RDKafkaLogLevel {
     use tracing::level_filters::LevelFilter;
     match LevelFilter::current() {
         LevelFilter::OFF | LevelFilter::ERROR => RDKafkaLogLevel::Error,

@@ -1,7 +1,7 @@
 //! The consumer context: rebalance callbacks (commit on revoke, nothing on loss), the
 //! stored positions they commit, the events they queue for `poll`, and logging.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -9,10 +9,10 @@ use ktm_core::{Offsets, SourceEvent, TopicPartition};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use crate::convert::{partitions, to_tpl};
+use crate::convert::{partition_list, partitions, to_tpl};
 
 /// State shared by the source and the rebalance callbacks, which run inside
 /// `recv()` on the consumer thread (or on the closing thread).
@@ -22,6 +22,13 @@ struct Shared {
     stored: HashMap<TopicPartition, i64>,
     /// Assignment changes not yet handed to the manager.
     events: Vec<SourceEvent>,
+    /// The partitions assigned, as librdkafka last said in a rebalance callback.
+    assigned: HashSet<TopicPartition>,
+    /// The partitions the manager paused. librdkafka keeps an application pause on a
+    /// partition across an unassign, so a revoked partition is resumed here to forget it.
+    paused: HashSet<TopicPartition>,
+    /// High watermarks from librdkafka's statistics not yet handed to the manager.
+    high_watermarks: HashMap<TopicPartition, i64>,
 }
 
 /// The [`ConsumerContext`] of an [`RdkafkaSource`](crate::RdkafkaSource).
@@ -33,6 +40,8 @@ pub(crate) struct GroupContext {
     closing: AtomicBool,
     /// Mirrors `!shared.events.is_empty()`, read on every poll without the lock.
     has_events: AtomicBool,
+    /// Mirrors `!shared.high_watermarks.is_empty()`, likewise.
+    has_high_watermarks: AtomicBool,
 }
 
 impl GroupContext {
@@ -82,6 +91,69 @@ impl GroupContext {
         std::mem::take(&mut shared.events)
     }
 
+    /// Notes partitions assigned outside a rebalance (a static assignment).
+    pub(crate) fn assigned(&self, partitions: &[TopicPartition]) {
+        self.lock().assigned.extend(partitions.iter().cloned());
+    }
+
+    /// Of `partitions`, those assigned now; they are marked paused (`true`) or not.
+    pub(crate) fn mark_paused(
+        &self,
+        partitions: &[TopicPartition],
+        paused: bool,
+    ) -> Vec<TopicPartition> {
+        let mut shared = self.lock();
+        let owned: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| shared.assigned.contains(*tp))
+            .cloned()
+            .collect();
+        for tp in &owned {
+            if paused {
+                shared.paused.insert(tp.clone());
+            } else {
+                shared.paused.remove(tp);
+            }
+        }
+        owned
+    }
+
+    /// Forgets the revoked (or lost) partitions' assignment and pauses, resuming in
+    /// librdkafka those that were paused: a partition assigned again must flow.
+    fn forget(&self, base: &BaseConsumer<Self>, revoked: &[TopicPartition]) {
+        let unpause: Vec<TopicPartition> = {
+            let mut shared = self.lock();
+            for tp in revoked {
+                shared.assigned.remove(tp);
+                shared.high_watermarks.remove(tp);
+            }
+            revoked
+                .iter()
+                .filter(|tp| shared.paused.remove(*tp))
+                .cloned()
+                .collect()
+        };
+        if unpause.is_empty() {
+            return;
+        }
+        match base.resume(&partition_list(&unpause)) {
+            Ok(()) => debug!(partitions = ?unpause, "revoked partitions' pauses forgotten"),
+            Err(e) => {
+                warn!(error = %e, partitions = ?unpause, "cannot resume revoked partitions; if assigned again they stay paused")
+            }
+        }
+    }
+
+    /// Takes the high watermarks received since the last call (one per partition).
+    pub(crate) fn take_high_watermarks(&self) -> Vec<(TopicPartition, i64)> {
+        if !self.has_high_watermarks.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut shared = self.lock();
+        self.has_high_watermarks.store(false, Ordering::Release);
+        shared.high_watermarks.drain().collect()
+    }
+
     pub(crate) fn set_closing(&self) {
         self.closing.store(true, Ordering::Release);
     }
@@ -118,18 +190,46 @@ impl GroupContext {
     }
 }
 
+/// A librdkafka log line, as a `tracing` event of the matching level.
+pub(crate) fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            info!(target: "librdkafka", fac, "{message}");
+        }
+        RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
 impl ClientContext for GroupContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => error!(target: "librdkafka", fac, "{message}"),
-            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                info!(target: "librdkafka", fac, "{message}");
+        log_to_tracing(level, fac, message);
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`, delivered inside the
+    /// consumer's poll): each assigned partition's high watermark, as of its last fetch
+    /// response. No request of its own, unlike `fetch_watermarks`.
+    fn stats(&self, statistics: Statistics) {
+        let mut shared = self.lock();
+        for (name, topic) in &statistics.topics {
+            for (&partition, p) in &topic.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" partition; -1001
+                // (invalid) means no fetch response yet.
+                if partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let tp = TopicPartition::new(name.as_str(), partition);
+                if shared.assigned.contains(&tp) {
+                    shared.high_watermarks.insert(tp, p.hi_offset);
+                }
             }
-            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{message}"),
+        }
+        if !shared.high_watermarks.is_empty() {
+            self.has_high_watermarks.store(true, Ordering::Release);
         }
     }
 
@@ -152,9 +252,11 @@ impl ConsumerContext for GroupContext {
                     }
                     drop(shared);
                     warn!(partitions = ?revoked, "assignment lost (session expired or fenced): nothing committed");
+                    self.forget(base, &revoked);
                     self.push_event(SourceEvent::Lost(revoked));
                 } else {
                     self.commit_revoked(base, &revoked);
+                    self.forget(base, &revoked);
                     self.push_event(SourceEvent::Revoked(revoked));
                 }
             }
@@ -165,7 +267,9 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.push_event(SourceEvent::Assigned(partitions(tpl)));
+            let assigned = partitions(tpl);
+            self.assigned(&assigned);
+            self.push_event(SourceEvent::Assigned(assigned));
         }
     }
 

@@ -58,6 +58,15 @@ pub(crate) fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
+/// A list of these partitions, without offsets.
+pub(crate) fn partition_list(partitions: &[TopicPartition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for tp in partitions {
+        tpl.add_partition(tp.topic(), tp.partition());
+    }
+    tpl
+}
+
 /// A list carrying these positions (the next offset to read).
 pub(crate) fn to_tpl(offsets: &Offsets) -> Result<TopicPartitionList, KafkaError> {
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());

@@ -25,15 +25,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! - [`pause`](ktm_core::MessageSource::pause) and `resume` use librdkafka's own: it
+//!   stops fetching the partition and drops what it had prefetched, and the resume
+//!   fetches from the last record returned + 1. A revoked partition's pause is
+//!   forgotten (librdkafka would keep it for a later assignment).
+//! - High watermarks (for lag in the manager's stats) come from librdkafka's
+//!   statistics, every second unless `statistics.interval.ms` is set (0 turns them off).
+//! - [`RdkafkaDeadLetterProducer`] produces dead letters for
+//!   [`FailurePolicy::DeadLetter`](ktm_core::FailurePolicy::DeadLetter).
+//!
 //! Building needs a C and C++ compiler and `make`: librdkafka is compiled from source.
 
 mod config;
 mod context;
 mod convert;
+mod dead_letter;
 mod source;
 mod worker;
 
 pub use config::{RdkafkaSourceBuilder, DEFAULT_CLOSE_TIMEOUT};
+pub use dead_letter::{
+    RdkafkaDeadLetterProducer, RdkafkaDeadLetterProducerBuilder, DEFAULT_SEND_TIMEOUT,
+};
 pub use source::RdkafkaSource;
 
 /// The rdkafka crate this backend is built on, for [`ClientConfig`](rdkafka::ClientConfig)

@@ -1,6 +1,6 @@
 //! [`RdkafkaSource`]: the [`MessageSource`] over an rdkafka `StreamConsumer`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
@@ -14,14 +14,14 @@ use ktm_core::{
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use crate::config::{
     check_subscription, finish_client_config, RdkafkaSourceBuilder, DEFAULT_CLOSE_TIMEOUT,
 };
 use crate::context::GroupContext;
-use crate::convert::{source_error, to_tpl, MessageConverter};
+use crate::convert::{partition_list, source_error, to_tpl, MessageConverter};
 use crate::worker::{RdConsumer, Worker};
 use crate::BACKEND;
 
@@ -49,6 +49,13 @@ pub struct RdkafkaSource {
     running: Option<Running>,
     converter: MessageConverter,
     buffer: Vec<Message>,
+    /// The partitions paused now (also known to the context, which forgets revoked ones
+    /// inside the rebalance callback); checked per record only when not empty.
+    paused: HashSet<TopicPartition>,
+    /// For a paused partition whose record librdkafka returned all the same, the first
+    /// such offset: the resume seeks back to it. librdkafka drops what it prefetched on
+    /// a pause, so this is a safety net that has never been seen used.
+    dropped: HashMap<TopicPartition, i64>,
 }
 
 /// The consumer, once created.
@@ -97,6 +104,8 @@ impl RdkafkaSource {
             running: None,
             converter: MessageConverter::default(),
             buffer: Vec::with_capacity(MAX_BATCH),
+            paused: HashSet::new(),
+            dropped: HashMap::new(),
         })
     }
 
@@ -138,6 +147,7 @@ impl RdkafkaSource {
                 consumer
                     .assign(&tpl)
                     .map_err(|e| source_error("assigning the partitions", e))?;
+                context.assigned(partitions);
                 context.push_event(SourceEvent::Assigned(partitions.clone()));
             }
             Subscription::Topics(topics) => {
@@ -241,13 +251,90 @@ impl MessageSource for RdkafkaSource {
             .flatten()
             .collect();
         for event in before.into_iter().chain(after.iter().cloned()) {
+            if let SourceEvent::Revoked(tps) | SourceEvent::Lost(tps) = &event {
+                // The context resumed them in librdkafka already.
+                for tp in tps {
+                    self.paused.remove(tp);
+                    self.dropped.remove(tp);
+                }
+            }
             batch.push_event(event);
         }
+        // After the events: a partition assigned in this poll has an entry already.
+        for (tp, high_watermark) in context.take_high_watermarks() {
+            batch.set_high_watermark(tp, high_watermark);
+        }
         for m in buffer.drain(..) {
-            if gone.is_empty() || !gone.contains(&m.topic_partition()) {
-                batch.push(m);
+            if !gone.is_empty() && gone.contains(&m.topic_partition()) {
+                continue;
+            }
+            if !self.paused.is_empty() && self.paused.contains(&m.topic_partition()) {
+                // Not expected (librdkafka drops a paused partition's prefetched records),
+                // but a record the manager never sees must be read again after the resume.
+                let first = *self
+                    .dropped
+                    .entry(m.topic_partition())
+                    .or_insert(m.offset());
+                warn!(partition = %m.topic_partition(), offset = m.offset(), resume_at = first, "record of a paused partition dropped");
+                continue;
+            }
+            batch.push(m);
+        }
+        Ok(())
+    }
+
+    /// Pauses the partitions with librdkafka's `rd_kafka_pause_partitions`: it stops
+    /// fetching them and drops the records it prefetched; the resume fetches from the
+    /// last record returned + 1. The group membership goes on. Partitions not assigned
+    /// are ignored (librdkafka would keep the pause for a later assignment).
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        let Some(running) = &self.running else {
+            return Ok(());
+        };
+        let owned = running.context.mark_paused(partitions, true);
+        if owned.is_empty() {
+            return Ok(());
+        }
+        self.paused.extend(owned.iter().cloned());
+        running
+            .consumer
+            .pause(&partition_list(&owned))
+            .map_err(|e| source_error("pausing partitions", e))?;
+        debug!(partitions = ?owned, "paused");
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        let Some(running) = &self.running else {
+            return Ok(());
+        };
+        let owned = running.context.mark_paused(partitions, false);
+        for tp in partitions {
+            self.paused.remove(tp);
+        }
+        if owned.is_empty() {
+            return Ok(());
+        }
+        running
+            .consumer
+            .resume(&partition_list(&owned))
+            .map_err(|e| source_error("resuming partitions", e))?;
+        for tp in &owned {
+            if let Some(offset) = self.dropped.remove(tp) {
+                // Asynchronous (no timeout): queued after the resume, it only moves the
+                // fetch position back to the first record dropped.
+                running
+                    .consumer
+                    .seek(
+                        tp.topic(),
+                        tp.partition(),
+                        Offset::Offset(offset),
+                        Duration::ZERO,
+                    )
+                    .map_err(|e| source_error("seeking back after a resume", e))?;
             }
         }
+        debug!(partitions = ?owned, "resumed");
         Ok(())
     }
 

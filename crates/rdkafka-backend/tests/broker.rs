@@ -220,3 +220,39 @@ fn two_managers_split_the_partitions_and_survive_one_dropped() {
     let duplicates = check_delivery(&log.entries(), PARTITIONS, per_partition);
     eprintln!("two managers: {duplicates} duplicates");
 }
+
+#[test]
+fn stats_show_each_partitions_high_watermark_and_no_lag_once_everything_is_handled() {
+    let Some(bootstrap) = bootstrap("stats_show_high_watermarks") else {
+        return;
+    };
+    let topic = create_topic(&bootstrap);
+    let per_partition = 150;
+    produce(&bootstrap, &topic, PARTITIONS, 0, per_partition);
+    let log = Arc::new(Log::default());
+    let manager = start(
+        source(&bootstrap, &topic, &unique("g")),
+        &log,
+        10,
+        Duration::ZERO,
+    );
+    let total = (i64::from(PARTITIONS) * per_partition) as usize;
+    assert!(log.wait_distinct(total, WAIT), "only {}", log.distinct());
+    // librdkafka's statistics come every second; the last commit (every 10) is at the end.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let partitions = manager.stats().partitions;
+        let done = (0..PARTITIONS).all(|p| {
+            partitions.iter().any(|s| {
+                s.tp.partition() == p && s.high_watermark == Some(per_partition) && s.lag == Some(0)
+            })
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < end, "{partitions:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = stop_within(&manager, STOP_BOUND);
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+}

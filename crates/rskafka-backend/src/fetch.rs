@@ -1,5 +1,6 @@
 //! One task per assigned partition, fetching ahead of the consumer into a shared
-//! channel; a semaphore per partition bounds how many batches wait there.
+//! channel; a semaphore per partition bounds how many batches wait there. A paused
+//! partition's task stops fetching (its batches already fetched wait in the source).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use ktm_core::{Message, OffsetReset, SourceError, TopicPartition};
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -25,8 +26,13 @@ pub(crate) enum FetchItem {
     Records {
         epoch: u64,
         messages: Vec<Message>,
+        /// The partition's high watermark in the response these records came with.
+        high_watermark: i64,
         _permit: OwnedSemaphorePermit,
     },
+    /// A fetch that returned no record saw a new high watermark (the log grew, or was
+    /// truncated); sent only when it changed, so an idle partition sends nothing.
+    HighWatermark { epoch: u64, high_watermark: i64 },
     /// A failed request (the task retries transient ones by itself).
     Failed { epoch: u64, error: SourceError },
 }
@@ -34,7 +40,9 @@ pub(crate) enum FetchItem {
 impl FetchItem {
     pub(crate) fn epoch(&self) -> u64 {
         match self {
-            FetchItem::Records { epoch, .. } | FetchItem::Failed { epoch, .. } => *epoch,
+            FetchItem::Records { epoch, .. }
+            | FetchItem::HighWatermark { epoch, .. }
+            | FetchItem::Failed { epoch, .. } => *epoch,
         }
     }
 }
@@ -49,10 +57,18 @@ pub(crate) struct FetchSettings {
     pub(crate) prefetch_batches: usize,
 }
 
-/// A running partition task.
+/// A running partition task, and what the source keeps of its partition.
 pub(crate) struct Fetcher {
     pub(crate) epoch: u64,
     task: JoinHandle<()>,
+    /// Tells the task whether to fetch: `true` while the partition is paused.
+    paused: watch::Sender<bool>,
+    /// Batches received while paused (or behind such batches), returned in order after
+    /// the resume. They keep their prefetch permits, so the task cannot fetch past
+    /// `prefetch_batches` of them even if a fetch was under way when the pause came.
+    held: Vec<FetchItem>,
+    /// The last high watermark received, and whether the manager has not been told yet.
+    high_watermark: Option<(i64, bool)>,
 }
 
 impl Fetcher {
@@ -65,17 +81,67 @@ impl Fetcher {
         settings: Arc<FetchSettings>,
         tx: mpsc::UnboundedSender<FetchItem>,
     ) -> Self {
+        let (paused, paused_rx) = watch::channel(false);
         let task = PartitionTask {
             client,
             tp,
             epoch,
             settings,
             tx,
+            paused: paused_rx,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         };
         Self {
             epoch,
             task: tokio::spawn(task.run(committed)),
+            paused,
+            held: Vec::new(),
+            high_watermark: None,
+        }
+    }
+
+    /// Stops (`true`) or restarts the partition's fetching.
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Whether a record batch must wait in [`held`](Self::hold) rather than go to the
+    /// manager: while paused, and while older batches still wait (order).
+    pub(crate) fn must_hold(&self) -> bool {
+        self.is_paused() || !self.held.is_empty()
+    }
+
+    pub(crate) fn hold(&mut self, item: FetchItem) {
+        self.held.push(item);
+    }
+
+    /// The held batches, once the partition is resumed.
+    pub(crate) fn take_held(&mut self) -> Option<Vec<FetchItem>> {
+        if self.is_paused() || self.held.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.held))
+    }
+
+    /// Notes a high watermark received from the broker.
+    pub(crate) fn note_high_watermark(&mut self, high_watermark: i64) {
+        if high_watermark >= 0 {
+            self.high_watermark = Some((high_watermark, true));
+        }
+    }
+
+    /// The high watermark not yet reported, if any; it counts as reported afterwards.
+    pub(crate) fn take_high_watermark(&mut self) -> Option<i64> {
+        match &mut self.high_watermark {
+            Some((hw, unreported @ true)) => {
+                *unreported = false;
+                Some(*hw)
+            }
+            _ => None,
         }
     }
 }
@@ -92,6 +158,7 @@ struct PartitionTask {
     epoch: u64,
     settings: Arc<FetchSettings>,
     tx: mpsc::UnboundedSender<FetchItem>,
+    paused: watch::Receiver<bool>,
     backoff: Backoff,
 }
 
@@ -137,10 +204,20 @@ impl PartitionTask {
         let bytes = s.min_bytes..s.max_bytes.max(s.min_bytes.saturating_add(1));
         let slots = Arc::new(Semaphore::new(s.prefetch_batches));
         let topic = Arc::clone(self.tp.topic_arc());
+        let mut reported_high_watermark = -1;
         loop {
+            // A paused partition is not fetched at all: what was fetched before waits in
+            // the source, and nothing more is read until the resume.
+            if self.paused.wait_for(|paused| !paused).await.is_err() {
+                return;
+            }
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
+            // The pause may have come while waiting for a free slot.
+            if *self.paused.borrow() {
+                continue;
+            }
             let began = Instant::now();
             match pc.fetch_records(offset, bytes.clone(), s.max_wait_ms).await {
                 Ok((records, high_watermark)) => {
@@ -153,6 +230,16 @@ impl PartitionTask {
                         offset = o;
                     }
                     let Some(last) = messages.last() else {
+                        if high_watermark >= 0 && high_watermark != reported_high_watermark {
+                            reported_high_watermark = high_watermark;
+                            let item = FetchItem::HighWatermark {
+                                epoch: self.epoch,
+                                high_watermark,
+                            };
+                            if self.tx.send(item).is_err() {
+                                return;
+                            }
+                        }
                         // Nothing new; a broker that answers at once must not make us spin.
                         if began.elapsed() < Duration::from_millis(5) {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -160,9 +247,11 @@ impl PartitionTask {
                         continue;
                     };
                     offset = last.offset() + 1;
+                    reported_high_watermark = high_watermark;
                     let item = FetchItem::Records {
                         epoch: self.epoch,
                         messages,
+                        high_watermark,
                         _permit: permit,
                     };
                     if self.tx.send(item).is_err() {

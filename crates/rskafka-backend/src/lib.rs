@@ -14,6 +14,12 @@
 //!   them revoked, rejoins and reports the new assignment. A fenced member (illegal
 //!   generation, unknown member id, expired session) reports its partitions lost and
 //!   commits nothing more for them.
+//! - [`RskafkaDeadLetterProducer`] produces dead letters for
+//!   [`FailurePolicy::DeadLetter`](ktm_core::FailurePolicy::DeadLetter), with the same
+//!   connection settings ([`from_config`](RskafkaDeadLetterProducer::from_config)).
+//! - [`pause`](ktm_core::MessageSource::pause) stops a partition's fetch task; the
+//!   batches it had fetched wait and come after the resume, in order. Each poll reports
+//!   the partitions' high watermarks from the fetch responses, for lag in the stats.
 //! - [`assign`](RskafkaSourceBuilder::assign) reads fixed partitions without membership,
 //!   still fetching and committing offsets under the group id.
 //! - Every assigned partition is fetched by its own task, at most
@@ -61,6 +67,7 @@ mod auth;
 mod backoff;
 mod config;
 mod convert;
+mod dead_letter;
 mod fetch;
 mod group;
 mod reset;
@@ -68,6 +75,9 @@ mod source;
 
 pub use auth::AuthError;
 pub use config::{RskafkaConfig, RskafkaSourceBuilder, SaslCredentials, SaslMechanism};
+pub use dead_letter::{
+    RskafkaDeadLetterProducer, RskafkaDeadLetterProducerBuilder, DEFAULT_SEND_TIMEOUT,
+};
 pub use group::Assignor;
 #[doc(hidden)]
 pub use source::CrashSwitch;

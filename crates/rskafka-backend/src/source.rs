@@ -13,7 +13,7 @@ use ktm_core::{
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::BackoffConfig;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{RskafkaConfig, RskafkaSourceBuilder};
 use crate::fetch::{to_source_error, FetchItem, FetchSettings, Fetcher};
@@ -308,55 +308,68 @@ impl RskafkaSource {
     /// Takes a fetched item: `Ok(true)` if it added messages.
     fn accept(&mut self, item: FetchItem, batch: &mut PollBatch) -> Result<bool, SourceError> {
         let epoch = item.epoch();
-        if !self.owned.values().any(|f| f.epoch == epoch) {
+        let Some(fetcher) = self.owned.values_mut().find(|f| f.epoch == epoch) else {
             return Ok(false);
-        }
+        };
         match item {
-            FetchItem::Records { messages, .. } => {
+            FetchItem::Records { high_watermark, .. } if fetcher.must_hold() => {
+                fetcher.note_high_watermark(high_watermark);
+                fetcher.hold(item);
+                Ok(false)
+            }
+            FetchItem::Records {
+                messages,
+                high_watermark,
+                ..
+            } => {
+                fetcher.note_high_watermark(high_watermark);
                 for m in messages {
                     batch.push(m);
                 }
                 Ok(true)
             }
+            FetchItem::HighWatermark { high_watermark, .. } => {
+                fetcher.note_high_watermark(high_watermark);
+                Ok(false)
+            }
             FetchItem::Failed { error, .. } => Err(error),
         }
     }
 
-    /// Adds the batches that are already waiting, without waiting.
-    fn drain_ready(&mut self, batch: &mut PollBatch) {
-        for _ in 0..DRAIN_PER_POLL {
-            let Ok(item) = self.rx.try_recv() else {
-                return;
+    /// Returns the batches held for partitions resumed since: `true` if there were any.
+    fn release_held(&mut self, batch: &mut PollBatch) -> bool {
+        let mut released = false;
+        for fetcher in self.owned.values_mut() {
+            let Some(held) = fetcher.take_held() else {
+                continue;
             };
-            if let Err(e) = self.accept(item, batch) {
-                self.deferred_error = Some(e);
-                return;
+            for item in held {
+                if let FetchItem::Records { messages, .. } = item {
+                    released |= !messages.is_empty();
+                    for m in messages {
+                        batch.push(m);
+                    }
+                }
+            }
+        }
+        released
+    }
+
+    /// Reports each owned partition's high watermark received since the last report,
+    /// once: several batches of one poll must not report it several times.
+    fn report_high_watermarks(&mut self, batch: &mut PollBatch) {
+        for (tp, fetcher) in &mut self.owned {
+            if let Some(hw) = fetcher.take_high_watermark() {
+                batch.set_high_watermark(tp.clone(), hw);
             }
         }
     }
-}
 
-/// What woke a poll up.
-enum Woke {
-    Group(Option<GroupEvent>),
-    Fetched(FetchItem),
-    Timeout,
-}
-
-async fn next_group_event(group: &mut Option<GroupHandle>) -> Option<GroupEvent> {
-    match group {
-        Some(g) => g.next_event().await,
-        None => std::future::pending().await,
-    }
-}
-
-#[async_trait]
-impl MessageSource for RskafkaSource {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
+    async fn poll_inner(
+        &mut self,
+        timeout: Duration,
+        batch: &mut PollBatch,
+    ) -> Result<(), SourceError> {
         if self.check_crashed() {
             tokio::time::sleep(timeout).await;
             return Ok(());
@@ -367,6 +380,10 @@ impl MessageSource for RskafkaSource {
         let deadline = tokio::time::Instant::now() + timeout;
         let client = self.client().await?;
         self.start(&client);
+        if self.pending.is_none() && self.release_held(batch) {
+            self.drain_ready(batch);
+            return Ok(());
+        }
         loop {
             if self.pending.is_some() {
                 self.apply_pending(&client, batch).await?;
@@ -411,6 +428,59 @@ impl MessageSource for RskafkaSource {
         }
     }
 
+    /// Pauses (`true`) or resumes the owned partitions among `partitions`; the others
+    /// are not this consumer's (any more), and there is nothing to remember for them.
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) {
+        for tp in partitions {
+            match self.owned.get_mut(tp) {
+                Some(fetcher) => fetcher.set_paused(paused),
+                None => debug!(partition = %tp, paused, "not owned; pause or resume ignored"),
+            }
+        }
+    }
+
+    /// Adds the batches that are already waiting, without waiting.
+    fn drain_ready(&mut self, batch: &mut PollBatch) {
+        for _ in 0..DRAIN_PER_POLL {
+            let Ok(item) = self.rx.try_recv() else {
+                return;
+            };
+            if let Err(e) = self.accept(item, batch) {
+                self.deferred_error = Some(e);
+                return;
+            }
+        }
+    }
+}
+
+/// What woke a poll up.
+enum Woke {
+    Group(Option<GroupEvent>),
+    Fetched(FetchItem),
+    Timeout,
+}
+
+async fn next_group_event(group: &mut Option<GroupHandle>) -> Option<GroupEvent> {
+    match group {
+        Some(g) => g.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl MessageSource for RskafkaSource {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
+        let polled = self.poll_inner(timeout, batch).await;
+        // Also after an error: the watermarks are true all the same. (A cancelled poll
+        // reports them in the next one.)
+        self.report_high_watermarks(batch);
+        polled
+    }
+
     fn store(&mut self, positions: &Offsets) {
         self.stored.merge(positions);
     }
@@ -452,6 +522,20 @@ impl MessageSource for RskafkaSource {
             }
         }
         self.client = None;
+        Ok(())
+    }
+
+    /// Stops fetching these partitions: their task fetches nothing more, and batches it
+    /// had already fetched wait in the source, returned in order after the resume, so
+    /// nothing is skipped or repeated and memory stays within the prefetch bound. The
+    /// group membership and heartbeats go on. Partitions not owned are ignored.
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.set_paused(partitions, true);
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.set_paused(partitions, false);
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Broker tests of the rskafka backend through the ThreadManager. They need a broker:
 //! `scripts/tansu.sh start` and export the `KAFKA_BOOTSTRAP_SERVERS` it prints.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -8,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ktm_core::{Message, OffsetReset, State, ThreadManager, TopicPartition};
+use ktm_core::{
+    Message, MessageSource, OffsetReset, PollBatch, SourceEvent, State, ThreadManager,
+    TopicPartition,
+};
 use ktm_rskafka::RskafkaSource;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -346,4 +350,238 @@ fn an_unreachable_broker_shows_poll_errors_and_stop_is_prompt() {
     );
     assert!(report.poll_errors >= 2);
     assert_eq!(report.final_state, State::Stopped);
+}
+
+/// Produces `n` records to `topic[partition]` in batches of `per_batch`, valued
+/// `"{partition}-{i}"` for i from `first`.
+async fn produce_numbered(
+    c: &rskafka::client::Client,
+    topic: &str,
+    partition: i32,
+    first: usize,
+    n: usize,
+    per_batch: usize,
+) {
+    let pc = c
+        .partition_client(topic, partition, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    let mut i = first;
+    while i < first + n {
+        let k = per_batch.min(first + n - i);
+        let batch = (i..i + k)
+            .map(|j| record(format!("{partition}-{j}").into_bytes()))
+            .collect();
+        pc.produce(batch, Compression::NoCompression).await.unwrap();
+        i += k;
+    }
+}
+
+/// What direct polls of a source returned.
+#[derive(Default)]
+struct Polled {
+    /// (partition, offset) of each record, in order.
+    seen: Vec<(i32, i64)>,
+    events: Vec<SourceEvent>,
+    /// The last high watermark reported per partition.
+    high_watermarks: BTreeMap<i32, i64>,
+}
+
+impl Polled {
+    fn offsets(&self, partition: i32) -> Vec<i64> {
+        self.seen
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|&(_, o)| o)
+            .collect()
+    }
+}
+
+/// Polls `source` once into `polled`; checks each partition's high watermark is
+/// reported at most once per poll.
+async fn poll_once(source: &mut RskafkaSource, batch: &mut PollBatch, polled: &mut Polled) {
+    batch.clear();
+    source
+        .poll(Duration::from_millis(200), batch)
+        .await
+        .unwrap();
+    polled.events.extend(batch.events().iter().cloned());
+    polled
+        .seen
+        .extend(batch.messages().iter().map(|m| (m.partition(), m.offset())));
+    let reported: Vec<i32> = batch
+        .high_watermarks()
+        .iter()
+        .map(|(tp, _)| tp.partition())
+        .collect();
+    let unique: BTreeSet<i32> = reported.iter().copied().collect();
+    assert_eq!(
+        reported.len(),
+        unique.len(),
+        "a high watermark reported twice in one poll"
+    );
+    for (tp, hw) in batch.high_watermarks() {
+        polled.high_watermarks.insert(tp.partition(), *hw);
+    }
+}
+
+#[test]
+fn a_paused_partition_stops_while_the_member_stays_and_resumes_right_after_the_last_record() {
+    let Some(bootstrap) = bootstrap("pause_resume") else {
+        return;
+    };
+    init_tracing();
+    let topic = unique("ktm-pause");
+    let rt = runtime();
+    const N: usize = 300;
+    rt.block_on(async {
+        let c = client(&bootstrap).await;
+        create_topic(&c, &topic, 2).await;
+        for p in 0..2 {
+            produce_numbered(&c, &topic, p, 0, N, 10).await;
+        }
+    });
+    let p0 = TopicPartition::new(topic.as_str(), 0);
+    let mut source = common::source(&bootstrap, &unique("g"))
+        .topics([topic.as_str()])
+        // Small fetches and one batch ahead: partition 0 is many fetches long, so the
+        // pause comes while its task is still fetching.
+        .max_partition_fetch_bytes(1024)
+        .prefetch_batches(1)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut batch = PollBatch::new();
+        let mut polled = Polled::default();
+        let limit = Instant::now() + Duration::from_secs(30);
+        while polled.offsets(0).len() < 20 {
+            assert!(
+                Instant::now() < limit,
+                "partition 0 never arrived: {:?}",
+                polled.events
+            );
+            poll_once(&mut source, &mut batch, &mut polled).await;
+        }
+        assert_eq!(
+            polled.events,
+            [SourceEvent::Assigned(vec![
+                p0.clone(),
+                TopicPartition::new(topic.as_str(), 1)
+            ])]
+        );
+        let last_returned = *polled.offsets(0).last().unwrap();
+        assert!(
+            last_returned < N as i64 - 1,
+            "partition 0 was read to its end before the pause"
+        );
+        source.pause(std::slice::from_ref(&p0)).unwrap();
+
+        // Longer than the session timeout: a member that stopped heartbeating (or polling)
+        // would be evicted and see its partitions revoked or lost.
+        let paused_at = polled.seen.len();
+        let more_for_p1 = spawn_produce_to_p1(&bootstrap, &topic, N);
+        let pause_end = Instant::now() + SESSION + Duration::from_secs(2);
+        while Instant::now() < pause_end {
+            poll_once(&mut source, &mut batch, &mut polled).await;
+        }
+        more_for_p1.await.unwrap();
+        let during = &polled.seen[paused_at..];
+        assert!(
+            during.iter().all(|(p, _)| *p == 1),
+            "records of the paused partition arrived: {:?}",
+            during
+                .iter()
+                .filter(|(p, _)| *p == 0)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            polled.events.len(),
+            1,
+            "the member left or lost its partitions: {:?}",
+            polled.events
+        );
+        assert_eq!(
+            polled.offsets(1),
+            (0..N as i64 + 20).collect::<Vec<_>>(),
+            "partition 1 went on while 0 was paused, records produced during the pause included"
+        );
+
+        source.resume(std::slice::from_ref(&p0)).unwrap();
+        let resumed_at = polled.seen.len();
+        let limit = Instant::now() + Duration::from_secs(30);
+        while polled.offsets(0).len() < N {
+            assert!(Instant::now() < limit, "partition 0 did not resume");
+            poll_once(&mut source, &mut batch, &mut polled).await;
+        }
+        let first_after = polled.seen[resumed_at..].iter().find(|(p, _)| *p == 0);
+        assert_eq!(
+            first_after,
+            Some(&(0, last_returned + 1)),
+            "no gap, no repeat"
+        );
+        assert_eq!(polled.offsets(0), (0..N as i64).collect::<Vec<_>>());
+        assert_eq!(polled.events.len(), 1, "{:?}", polled.events);
+        assert_eq!(
+            polled.high_watermarks,
+            BTreeMap::from([(0, N as i64), (1, N as i64 + 20)]),
+            "each partition's high watermark, as of its last fetch"
+        );
+        source.close().await.unwrap();
+    });
+}
+
+/// Produces 20 more records to partition 1 in the background, numbered from `first`.
+fn spawn_produce_to_p1(bootstrap: &str, topic: &str, first: usize) -> tokio::task::JoinHandle<()> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let c = client(&bootstrap).await;
+        produce_numbered(&c, &topic, 1, first, 20, 10).await;
+    })
+}
+
+#[test]
+fn stats_show_each_partitions_high_watermark_and_no_lag_once_everything_is_handled() {
+    let Some(bootstrap) = bootstrap("high_watermarks") else {
+        return;
+    };
+    init_tracing();
+    let topic = unique("ktm-hw");
+    let rt = runtime();
+    let counts = [(0, 120_i64), (1, 75)];
+    rt.block_on(async {
+        let c = client(&bootstrap).await;
+        create_topic(&c, &topic, 2).await;
+        for (p, n) in counts {
+            produce(&c, &topic, p, usize::try_from(n).unwrap(), 10).await;
+        }
+    });
+    let seen = Seen::default();
+    let source = common::source(&bootstrap, &unique("g"))
+        .topics([topic.as_str()])
+        .build()
+        .unwrap();
+    let m = manager(source, &seen);
+    m.start().unwrap();
+    wait_until(Duration::from_secs(60), "every message", || {
+        seen.lock().unwrap().len() >= 195
+    });
+    // Lag counts from the committed position: the default policy commits every 5 s.
+    wait_until(
+        Duration::from_secs(20),
+        "high watermarks and zero lag",
+        || {
+            let partitions = m.stats().partitions;
+            counts.iter().all(|&(p, n)| {
+                partitions.iter().any(|s| {
+                    s.tp.partition() == p && s.high_watermark == Some(n) && s.lag == Some(0)
+                })
+            })
+        },
+    );
+    let partitions = m.stats().partitions;
+    let report = m.stop().unwrap();
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+    eprintln!("{partitions:?}");
 }
