@@ -5,7 +5,7 @@
 
 #[allow(unused_imports)]
 mod common;
-#[allow(dead_code)] // its main() is the example's, not ours
+#[allow(dead_code, unreachable_pub)] // its main() is the example's, not ours; its fns are pub for us
 #[path = "../examples/prometheus.rs"]
 mod example;
 #[allow(unused_imports)]
@@ -89,7 +89,7 @@ fn the_prometheus_endpoint_shows_lag_and_counters_for_every_assigned_partition()
         prometheus_value(&text, "ktm_commits_total", &[("group", group.as_str())]).unwrap() >= 1.0
     );
     assert_eq!(
-        value(
+        prometheus_value(
             &text,
             "ktm_assigned_partitions",
             &[("group", group.as_str())]

@@ -529,6 +529,10 @@ impl MessageSource for RskafkaSource {
     /// had already fetched wait in the source, returned in order after the resume, so
     /// nothing is skipped or repeated and memory stays within the prefetch bound. The
     /// group membership and heartbeats go on. Partitions not owned are ignored.
+    fn group_id(&self) -> Option<&str> {
+        Some(&self.group_settings.group_id)
+    }
+
     fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         self.set_paused(partitions, true);
         Ok(())
