@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use ktm_core::{CommitPolicy, Message, ThreadManager};
 use ktm_rskafka::RskafkaSource;
 use rskafka::chrono::DateTime;
@@ -83,6 +84,12 @@ async fn produce(bootstrap: &str, topic: &str, counts: &[usize], size: usize, ba
         .unwrap()
         .as_millis();
     let ts = DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap();
+    // Producing a million records takes a while: a bar on a terminal (hidden otherwise).
+    let bar = ProgressBar::new(counts.iter().sum::<usize>() as u64).with_style(
+        ProgressStyle::with_template("producing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     for (p, &count) in (0..partitions).zip(counts) {
         let pc = c
             .partition_client(topic, p, UnknownTopicHandling::Retry)
@@ -103,8 +110,10 @@ async fn produce(bootstrap: &str, topic: &str, counts: &[usize], size: usize, ba
                 .await
                 .unwrap();
             left -= k;
+            bar.inc(k as u64);
         }
     }
+    bar.finish_and_clear();
 }
 
 /// The baseline: one task per partition fetching from 0 until it has every record.
