@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{cluster_with, eventually, Call, Observed};
-use kafka_thread_manager::mock::{Fault, FaultPlan, MockCluster};
+use kafka_thread_manager::mock::{Fault, FaultPlan, Faulty, MockCluster};
 use kafka_thread_manager::{
     CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, RetryPolicy, State,
     StopReason, ThreadManager, ThreadManagerBuilder, TopicPartition,
@@ -376,4 +376,85 @@ fn an_async_callback_is_retried_too() {
     });
     m.stop().unwrap();
     assert_eq!(*attempts.lock().unwrap(), [0, 1, 2, 2, 3, 4]);
+}
+
+#[test]
+fn skipped_and_dead_lettered_messages_are_committed_while_running() {
+    for (policy, commit) in [
+        ("skip", CommitPolicy::EveryMessage),
+        ("dead-letter", CommitPolicy::EveryMessage),
+        ("skip", CommitPolicy::Interval(Duration::from_millis(50))),
+        (
+            "dead-letter",
+            CommitPolicy::Interval(Duration::from_millis(50)),
+        ),
+    ] {
+        let cluster = cluster_with("t", 1, 10);
+        cluster.create_topic("t.dlq", 1).unwrap();
+        let (builder, _, _) = manager(&cluster, "t", |_, _| Some(CallbackError::permanent("no")));
+        let failure_policy = match policy {
+            "skip" => FailurePolicy::Skip,
+            _ => FailurePolicy::DeadLetter(DeadLetter::new(cluster.dead_letter_producer())),
+        };
+        let m = builder
+            .failure_policy(failure_policy)
+            .commit_policy(commit)
+            .build()
+            .unwrap();
+        m.start().unwrap();
+        // Not at stop: while it runs, settled messages count toward the commit policy.
+        eventually(
+            PATIENCE,
+            &format!("{policy}/{commit:?}: committed while running"),
+            || cluster.committed("g", "t", 0) == Some(10),
+        );
+        assert_eq!(m.state(), State::Running);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_failed_resume_is_retried_rather_than_leaving_the_partition_paused() {
+    let cluster = cluster_with("t", 1, 10);
+    let calls: Calls = Arc::default();
+    let seen = Arc::clone(&calls);
+    let source = Faulty::new(
+        cluster.consumer("g").subscribe(["t"]).build().unwrap(),
+        FaultPlan::new().on_resume(1, Fault::Transient),
+    );
+    let m = ThreadManager::builder(source)
+        .callback(move |m: &Message| {
+            let mut seen = seen.lock().unwrap();
+            seen.push((m.topic_partition(), m.offset(), Instant::now()));
+            let first = seen.iter().filter(|(_, o, _)| *o == m.offset()).count() == 1;
+            if m.offset() == 2 && first {
+                Err("once")
+            } else {
+                Ok(())
+            }
+        })
+        .retry_policy(
+            RetryPolicy::retries(1).backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        )
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    // With max_batch larger than the topic, 3..10 came in the failing batch; produce more
+    // so that only a resumed partition delivers them.
+    eventually(PATIENCE, "the first batch handled", || {
+        cluster.committed("g", "t", 0) == Some(10)
+    });
+    for _ in 0..5 {
+        cluster
+            .produce("t", 0, kafka_thread_manager::mock::Record::new("more"))
+            .unwrap();
+    }
+    eventually(PATIENCE, "the records produced after the resume", || {
+        cluster.committed("g", "t", 0) == Some(15)
+    });
+    m.stop().unwrap();
+    assert_eq!(attempts_of(&calls, 0, 2), 2);
 }

@@ -26,7 +26,7 @@ impl Backoff {
     /// The delay before the next attempt: uniform in [d/2, d], d doubling up to the max.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self.next;
-        self.next = (self.next * 2).min(self.bounds.max);
+        self.next = self.next.saturating_mul(2).min(self.bounds.max);
         // xorshift64: jitter needs spread, not cryptographic quality.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;

@@ -419,6 +419,7 @@ pub(crate) fn build_report(
         retries: Counters::read(&c.retries),
         dead_lettered: Counters::read(&c.dead_lettered),
         skipped: Counters::read(&c.skipped),
+        dead_letter_errors: Counters::read(&c.dead_letter_errors),
         poll_errors: Counters::read(&c.poll_errors),
         commit_errors: Counters::read(&c.commit_errors),
         committed: lock(&shared.live).committed.clone(),

@@ -65,6 +65,8 @@ pub struct StopReport {
     pub dead_lettered: u64,
     /// Messages skipped by the failure policy.
     pub skipped: u64,
+    /// Failed attempts to produce a dead letter.
+    pub dead_letter_errors: u64,
     /// Transient poll errors that were retried.
     pub poll_errors: u64,
     /// Failed commit attempts.

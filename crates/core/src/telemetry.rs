@@ -158,6 +158,18 @@ impl ConsumerMetrics {
         self.assigned.set(assigned as f64);
     }
 
+    /// Drops partitions the consumer gave up: their lag is another consumer's now (zeroed
+    /// here so no alert fires on it), and their totals restart if they come back.
+    pub(crate) fn forget(&mut self, gone: &[TopicPartition]) {
+        self.partitions.retain(|p| {
+            let keep = !gone.contains(&p.tp);
+            if !keep {
+                p.lag.set(0.0);
+            }
+            keep
+        });
+    }
+
     /// Records one sampled callback duration.
     pub(crate) fn callback_sample(&mut self, message: &Message, d: Duration) {
         let found = self.partitions.iter().position(|p| {

@@ -29,6 +29,7 @@ pub struct FaultPlan {
     polls: BTreeMap<u64, Fault>,
     commits: BTreeMap<u64, Fault>,
     pub(crate) sends: BTreeMap<u64, Fault>,
+    resumes: BTreeMap<u64, Fault>,
 }
 
 impl FaultPlan {
@@ -46,6 +47,12 @@ impl FaultPlan {
     /// The `n`th commit (from 1) meets `fault` (`Delay` and `Disconnect` apply to polls).
     pub fn on_commit(mut self, n: u64, fault: Fault) -> Self {
         self.commits.insert(n, fault);
+        self
+    }
+
+    /// The `n`th `resume` call (from 1) meets `fault` (any fault fails that one call).
+    pub fn on_resume(mut self, n: u64, fault: Fault) -> Self {
+        self.resumes.insert(n, fault);
         self
     }
 
@@ -81,6 +88,7 @@ pub struct Faulty<S> {
     plan: FaultPlan,
     polls: u64,
     commits: u64,
+    resumes: u64,
     disconnected_for: u32,
     counts: FaultCounts,
 }
@@ -93,6 +101,7 @@ impl<S: MessageSource> Faulty<S> {
             plan,
             polls: 0,
             commits: 0,
+            resumes: 0,
             disconnected_for: 0,
             counts: FaultCounts::default(),
         }
@@ -180,6 +189,10 @@ impl<S: MessageSource> MessageSource for Faulty<S> {
     }
 
     fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
+        self.resumes += 1;
+        if let Some(&fault) = self.plan.resumes.get(&self.resumes) {
+            return Err(self.error(fault));
+        }
         self.inner.resume(partitions)
     }
 }

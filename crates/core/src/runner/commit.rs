@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::time::{sleep_until, timeout};
-use tracing::{error, warn};
+use tracing::{error, warn, Instrument};
 
 use super::{Runner, FINAL_COMMIT_ATTEMPTS};
 use crate::backoff::Backoff;
@@ -54,8 +54,7 @@ impl<H: Handle> Runner<H> {
             return Ok(());
         }
         let span = tracing::debug_span!("commit", partitions = offsets.len());
-        let _entered = span.enter();
-        match self.source.commit(&offsets).await {
+        match self.source.commit(&offsets).instrument(span).await {
             Ok(()) => {
                 self.progress.mark_committed(&offsets);
                 record_committed(&self.shared, &offsets);

@@ -140,12 +140,19 @@ impl<H: Handle> Runner<H> {
             Advance::Waiting => None,
             Advance::Stop(reason) => Some(reason),
             Advance::Drained => {
-                let blocked = self.blocked.entries.remove(idx);
+                let blocked = &mut self.blocked.entries[idx];
                 if blocked.paused {
                     if let Err(e) = self.source.resume(std::slice::from_ref(&blocked.tp)) {
-                        warn!(tp = %blocked.tp, error = %e, "could not resume the partition");
+                        // Kept (with nothing queued), so the resume is tried again: a
+                        // partition left paused would stall while the group thinks
+                        // it is consumed.
+                        let delay = blocked.backoff.next_delay();
+                        warn!(tp = %blocked.tp, error = %e, retry_in = ?delay, "could not resume the partition; retrying");
+                        blocked.next_at = Instant::now() + delay;
+                        return None;
                     }
                 }
+                self.blocked.entries.remove(idx);
                 None
             }
         }
@@ -190,10 +197,17 @@ impl<H: Handle> Runner<H> {
                     self.handled_since_commit += 1;
                 }
                 Err(failure) => {
-                    blocked.attempts += 1;
+                    blocked.attempts = blocked.attempts.saturating_add(1);
                     if let Some(advance) = self.after_failed_attempt(idx, &head, failure).await {
                         return advance;
                     }
+                }
+            }
+            // A long backlog behind the failed message must not hold the policy's
+            // commits back until it is all worked through.
+            if self.count_commit_due() {
+                if let Err(reason) = self.commit_periodically().await {
+                    return Advance::Stop(reason);
                 }
             }
         }
@@ -250,6 +264,8 @@ impl<H: Handle> Runner<H> {
                 Counters::bump(&self.shared.counters.skipped);
                 self.progress.failures_of(&head.topic_partition()).skipped += 1;
                 self.progress.disposed(head);
+                // Settled like a handled message: the commit policy counts it.
+                self.handled_since_commit += 1;
                 self.blocked.entries[idx].next_message();
                 None
             }
@@ -270,6 +286,11 @@ impl<H: Handle> Runner<H> {
     /// Produces the head's dead letter. `Ok(true)` once the broker acknowledged it (the
     /// head is then settled), `Ok(false)` when it must be tried again later.
     async fn dead_letter(&mut self, idx: usize, head: &Message) -> Result<bool, StopReason> {
+        if self.shared.stop.is_raised() {
+            // A send can take up to the producer's timeout; stopping must not wait for
+            // one. The message stays uncommitted and is redelivered.
+            return Ok(false);
+        }
         let blocked = &self.blocked.entries[idx];
         let FailurePolicy::DeadLetter(dead_letter) = &mut self.config.failure_policy else {
             return Ok(false);
@@ -295,6 +316,7 @@ impl<H: Handle> Runner<H> {
                     .failures_of(&head.topic_partition())
                     .dead_lettered += 1;
                 self.progress.disposed(head);
+                self.handled_since_commit += 1;
                 Ok(true)
             }
             Err(e) if e.is_transient() => {

@@ -186,7 +186,7 @@ impl<H: Handle> Runner<H> {
             // Before the batch too, so lag is visible while a slow batch runs.
             self.publish_partitions();
             let stop = self.handle_batch(deadline).await;
-            if stop.is_none() && self.interval_commit_due() {
+            if stop.is_none() && (self.count_commit_due() || self.interval_commit_due()) {
                 if let Err(reason) = self.commit_periodically().await {
                     return reason;
                 }
@@ -241,6 +241,12 @@ impl<H: Handle> Runner<H> {
                     let failed = &messages[next - 1];
                     if let Some(reason) = self.on_callback_failure(failed, failure).await {
                         break Some(reason);
+                    }
+                    // A skipped or dead-lettered message counts toward the policy too.
+                    if self.count_commit_due() {
+                        if let Err(reason) = self.commit_periodically().await {
+                            break Some(reason);
+                        }
                     }
                 }
             }
@@ -429,6 +435,7 @@ impl<H: Handle> Runner<H> {
         drop(live);
         self.progress.forget(&gone);
         self.blocked.forget(&gone);
+        self.metrics.forget(&gone);
     }
 
     fn count_commit_due(&self) -> bool {
