@@ -100,6 +100,7 @@ impl RskafkaSource {
             heartbeat_interval: c.heartbeat_interval,
             rebalance_timeout: c.max_poll_interval,
             connect_timeout: config.connect_timeout,
+            metadata_max_age: config.metadata_max_age,
             security: Security {
                 sasl: config.sasl.clone(),
                 #[cfg(feature = "tls")]
