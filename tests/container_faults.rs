@@ -306,6 +306,10 @@ impl Harness {
                 if window && after.offset <= before.offset {
                     rewinds += 1;
                     let floor = before.committed.unwrap_or(base);
+                    eprintln!(
+                        "{}: {tag}: partition {p} went back from {} to {} (committed then: {floor})",
+                        self.name, before.offset, after.offset
+                    );
                     assert!(
                         after.offset >= floor,
                         "{}: partition {p} went back from {} to {}, below the position {floor} \
@@ -392,18 +396,25 @@ fn network_cut(name: &str, build: SourceFactory) {
     );
 }
 
+/// The broker, frozen past the session timeout, expires the member when it resumes.
+/// The member keeps its id when only its own clock says the session is over (as the
+/// Java consumer does), and Tansu 0.6.0 re-forms the group only when that id rejoins:
+/// see the reason on the rdkafka twin.
 #[cfg(feature = "rskafka")]
 #[test]
-#[ignore = "Tansu 0.6.0 wedges the group after a pause past the session timeout: \
-            rskafka's rejoins get RebalanceInProgress then UnknownMemberId, rdkafka stays unassigned"]
 fn rskafka_pause_past_session_timeout() {
     pause_past_session_timeout("rskafka-pause", rskafka_source);
 }
 
 #[cfg(feature = "rdkafka")]
 #[test]
-#[ignore = "Tansu 0.6.0 wedges the group after a pause past the session timeout: \
-            rskafka's rejoins get RebalanceInProgress then UnknownMemberId, rdkafka stays unassigned"]
+#[ignore = "Tansu 0.6.0 wedges the group: resumed past the session timeout, it expires the \
+            member while the group is formed (Heartbeat: REBALANCE_IN_PROGRESS, then \
+            UNKNOWN_MEMBER_ID) but keeps that member id as the group's leader; librdkafka drops \
+            its member id on its own session timeout and joins afresh (MEMBER_ID_REQUIRED), \
+            every JoinGroup then names the expired id as leader with no members, and every \
+            SyncGroup answers REBALANCE_IN_PROGRESS, or UNKNOWN_MEMBER_ID once Tansu expires \
+            the new id too (JoinGroup does not refresh its last contact): never assigned again"]
 fn rdkafka_pause_past_session_timeout() {
     pause_past_session_timeout("rdkafka-pause", rdkafka_source);
 }

@@ -375,6 +375,11 @@ impl MessageSource for RskafkaSource {
                 return Ok(());
             }
             let woke = tokio::select! {
+                // Group events first: a member that lost (or must revoke) its
+                // partitions stops handling their fetched records at once, rather
+                // than handling records whose positions it can no longer commit
+                // (after a broker pause those are redelivered to the next owner).
+                biased;
                 e = next_group_event(&mut self.group) => Woke::Group(e),
                 Some(item) = self.rx.recv() => Woke::Fetched(item),
                 () = tokio::time::sleep_until(deadline) => Woke::Timeout,

@@ -325,8 +325,18 @@ impl Member {
                     _ => {
                         warn!(error = %e, "heartbeat failed");
                         if last_ok.elapsed() >= self.settings.session_timeout {
+                            // Our own clock says the session is over, not the
+                            // coordinator: keep the member id, as the Java consumer
+                            // does, and let the coordinator decide. One that expired us
+                            // answers UNKNOWN_MEMBER_ID to the rejoin, which clears it.
+                            // Tansu 0.6 instead accepts the old id as a new member, and
+                            // only that id can re-form the group: when the broker was
+                            // frozen past the session timeout, the expired member stays
+                            // recorded as leader, so a fresh id would be a follower
+                            // waiting for a leader that never comes (every SyncGroup
+                            // REBALANCE_IN_PROGRESS).
                             return After::Fenced {
-                                forget_member_id: true,
+                                forget_member_id: false,
                             };
                         }
                         let error = e.into_source_error("heartbeat");

@@ -73,6 +73,7 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
     };
     m.member_id = joined.member_id.to_string();
     let generation = joined.generation_id;
+    debug!(generation, leader = %joined.leader.as_str(), member = %m.member_id, members = joined.members.len(), "JoinGroup answered");
     let (assignments, watch) = if joined.leader == joined.member_id {
         let (assignments, watch) = leader_assignments(m, &joined).await?;
         (assignments, Some(watch))
