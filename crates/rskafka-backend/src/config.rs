@@ -11,6 +11,9 @@ use crate::RskafkaSource;
 
 use crate::BACKEND;
 
+/// Kafka's default `metadata.max.age.ms`.
+const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
 /// A SASL mechanism for authenticating to the brokers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -95,6 +98,10 @@ pub struct RskafkaConfig {
     /// How long connecting (and retrying a broker request) may take before the
     /// attempt fails with a transient error.
     pub connect_timeout: Duration,
+    /// `metadata.max.age.ms`: how often the group leader re-reads the subscribed
+    /// topics' metadata, and rejoins when a topic appeared, disappeared or changed its
+    /// number of partitions.
+    pub metadata_max_age: Duration,
     /// SASL credentials, if the brokers require them.
     pub sasl: Option<SaslCredentials>,
     /// TLS settings for the broker connections.
@@ -109,6 +116,7 @@ impl fmt::Debug for RskafkaConfig {
             .field("assignor", &self.assignor)
             .field("prefetch_batches", &self.prefetch_batches)
             .field("connect_timeout", &self.connect_timeout)
+            .field("metadata_max_age", &self.metadata_max_age)
             .field("sasl", &self.sasl);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls.is_some());
@@ -138,6 +146,7 @@ pub struct RskafkaSourceBuilder {
     assignor: Assignor,
     prefetch_batches: usize,
     connect_timeout: Duration,
+    metadata_max_age: Duration,
     sasl: Option<SaslCredentials>,
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -150,6 +159,7 @@ impl fmt::Debug for RskafkaSourceBuilder {
             .field("assignor", &self.assignor)
             .field("prefetch_batches", &self.prefetch_batches)
             .field("connect_timeout", &self.connect_timeout)
+            .field("metadata_max_age", &self.metadata_max_age)
             .field("sasl", &self.sasl)
             .finish_non_exhaustive()
     }
@@ -173,6 +183,7 @@ impl RskafkaSourceBuilder {
             assignor: Assignor::default(),
             prefetch_batches: 2,
             connect_timeout: Duration::from_secs(10),
+            metadata_max_age: DEFAULT_METADATA_MAX_AGE,
             sasl: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -258,6 +269,15 @@ impl RskafkaSourceBuilder {
         self
     }
 
+    /// `metadata.max.age.ms` (default 5 minutes, as Kafka's): how often the group leader
+    /// re-reads the subscribed topics' metadata. A topic created (or recreated, after a
+    /// broker lost it) or given more partitions once the group formed is assigned at
+    /// the leader's next look, when the leader rejoins the group.
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.metadata_max_age = age;
+        self
+    }
+
     /// Authenticate with SASL.
     pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
         self.sasl = Some(credentials);
@@ -293,6 +313,11 @@ impl RskafkaSourceBuilder {
                 which: "connect timeout",
             });
         }
+        if self.metadata_max_age.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                which: "metadata max age",
+            });
+        }
         if let Some(s) = &self.sasl {
             if s.username.is_empty() {
                 return Err(bad("SASL user name must not be empty".into()));
@@ -308,6 +333,7 @@ impl RskafkaSourceBuilder {
             assignor: self.assignor,
             prefetch_batches: self.prefetch_batches,
             connect_timeout: self.connect_timeout,
+            metadata_max_age: self.metadata_max_age,
             sasl: self.sasl,
             #[cfg(feature = "tls")]
             tls: self.tls,
@@ -371,6 +397,12 @@ mod tests {
         assert!(matches!(
             base().connect_timeout(Duration::ZERO).build_config(),
             Err(ConfigError::ZeroDuration { .. })
+        ));
+        assert!(matches!(
+            base().metadata_max_age(Duration::ZERO).build_config(),
+            Err(ConfigError::ZeroDuration {
+                which: "metadata max age"
+            })
         ));
         let no_user = SaslCredentials::new(SaslMechanism::Plain, "", "pw");
         assert!(matches!(

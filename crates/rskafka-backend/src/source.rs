@@ -100,6 +100,7 @@ impl RskafkaSource {
             heartbeat_interval: c.heartbeat_interval,
             rebalance_timeout: c.max_poll_interval,
             connect_timeout: config.connect_timeout,
+            metadata_max_age: config.metadata_max_age,
             security: Security {
                 sasl: config.sasl.clone(),
                 #[cfg(feature = "tls")]
@@ -391,6 +392,11 @@ impl RskafkaSource {
                 return Ok(());
             }
             let woke = tokio::select! {
+                // Group events first: a member that lost (or must revoke) its
+                // partitions stops handling their fetched records at once, rather
+                // than handling records whose positions it can no longer commit
+                // (after a broker pause those are redelivered to the next owner).
+                biased;
                 e = next_group_event(&mut self.group) => Woke::Group(e),
                 Some(item) = self.rx.recv() => Woke::Fetched(item),
                 () = tokio::time::sleep_until(deadline) => Woke::Timeout,

@@ -28,6 +28,8 @@ pub(crate) struct GroupSettings {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) rebalance_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// How often the leader re-reads the subscribed topics' metadata.
+    pub(crate) metadata_max_age: Duration,
     /// SASL and TLS, as for rskafka's connections.
     pub(crate) security: Security,
 }

@@ -17,9 +17,11 @@ use tracing::{debug, info, warn};
 
 use super::conn::Conn;
 use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
+use super::metadata_watch::MetadataWatch;
 use super::offsets::CommitIdentity;
-use super::sync::join_and_sync;
+use super::sync::{join_and_sync, Joined};
 use crate::backoff::Backoff;
+use crate::BACKEND;
 
 const HEARTBEAT_VERSION: i16 = 3;
 const LEAVE_GROUP_VERSION: i16 = 3;
@@ -185,7 +187,11 @@ impl Member {
         // The generation held before the last rebalance, if it was an orderly one.
         let mut before_rebalance: Option<i32> = None;
         loop {
-            let (identity, partitions) = match join_and_sync(self).await {
+            let Joined {
+                identity,
+                partitions,
+                mut watch,
+            } = match join_and_sync(self).await {
                 Ok(joined) => joined,
                 Err(e) => {
                     if !self.on_join_error(e).await {
@@ -206,6 +212,20 @@ impl Member {
             }
             self.backoff.reset();
             info!(group = %self.settings.group_id, generation = identity.generation, member = %identity.member_id, ?partitions, "joined the group");
+            if let Some(missing) = watch.as_ref().map(MetadataWatch::missing) {
+                if !missing.is_empty() {
+                    // Said once per rebalance: the leader's watch rejoins when they appear.
+                    let message = format!("subscribed topics {missing:?} do not exist: none of their partitions is assigned until they do");
+                    warn!(group = %self.settings.group_id, "{message}");
+                    if self
+                        .tx
+                        .send(GroupEvent::Failed(SourceError::transient(BACKEND, message)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
             let generation = identity.generation;
             set_identity(&self.shared, Some(identity.clone()));
             if self
@@ -218,7 +238,7 @@ impl Member {
             {
                 return;
             }
-            match self.heartbeat_until_change().await {
+            match self.heartbeat_until_change(watch.as_mut()).await {
                 After::Rebalance => {
                     info!(group = %self.settings.group_id, "rebalance: committing and revoking before rejoining");
                     let (done, wait) = oneshot::channel();
@@ -271,12 +291,25 @@ impl Member {
         true
     }
 
-    async fn heartbeat_until_change(&mut self) -> After {
+    /// Heartbeats until the group must rebalance, or (for the leader, with `watch`)
+    /// the subscribed topics' metadata no longer matches what it assigned from.
+    async fn heartbeat_until_change(&mut self, mut watch: Option<&mut MetadataWatch>) -> After {
         let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(self.settings.heartbeat_interval).await;
             match self.heartbeat().await {
-                Ok(()) => last_ok = Instant::now(),
+                Ok(()) => {
+                    last_ok = Instant::now();
+                    // Bounded by the heartbeat interval, so a slow metadata answer
+                    // never costs the session.
+                    let patience = self.settings.heartbeat_interval;
+                    if let Some(watch) = watch.as_deref_mut() {
+                        if let Some(change) = watch.look(&self.client, patience).await {
+                            info!(group = %self.settings.group_id, %change, "the subscribed topics changed: rejoining so the group is assigned anew");
+                            return After::Rebalance;
+                        }
+                    }
+                }
                 Err(e) => match e.code() {
                     Some(ResponseError::RebalanceInProgress) => return After::Rebalance,
                     Some(ResponseError::IllegalGeneration) => {
@@ -292,8 +325,18 @@ impl Member {
                     _ => {
                         warn!(error = %e, "heartbeat failed");
                         if last_ok.elapsed() >= self.settings.session_timeout {
+                            // Our own clock says the session is over, not the
+                            // coordinator: keep the member id, as the Java consumer
+                            // does, and let the coordinator decide. One that expired us
+                            // answers UNKNOWN_MEMBER_ID to the rejoin, which clears it.
+                            // Tansu 0.6 instead accepts the old id as a new member, and
+                            // only that id can re-form the group: when the broker was
+                            // frozen past the session timeout, the expired member stays
+                            // recorded as leader, so a fresh id would be a follower
+                            // waiting for a leader that never comes (every SyncGroup
+                            // REBALANCE_IN_PROGRESS).
                             return After::Fenced {
-                                forget_member_id: true,
+                                forget_member_id: false,
                             };
                         }
                         let error = e.into_source_error("heartbeat");

@@ -6,6 +6,7 @@ mod assignor;
 mod conn;
 mod coordinator;
 mod membership;
+mod metadata_watch;
 mod offsets;
 mod protocol;
 mod sasl;

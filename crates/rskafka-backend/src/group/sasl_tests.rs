@@ -241,6 +241,7 @@ pub(super) fn settings(bootstrap: Vec<String>, sasl: SaslCredentials) -> GroupSe
         heartbeat_interval: Duration::from_secs(1),
         rebalance_timeout: Duration::from_secs(6),
         connect_timeout: Duration::from_secs(5),
+        metadata_max_age: Duration::from_secs(300),
         security: Security {
             sasl: Some(sasl),
             #[cfg(feature = "tls")]

@@ -1,7 +1,7 @@
 //! One rebalance round: JoinGroup (with the member-id handshake), the leader's
 //! assignment, SyncGroup.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponse;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
@@ -15,6 +15,7 @@ use super::assignor::{assign, Assignor, MemberSubscription};
 use super::conn::Conn;
 use super::coordinator::{check, GroupError};
 use super::membership::{join_request, protocol, Member};
+use super::metadata_watch::{partition_counts, MetadataWatch};
 use super::offsets::CommitIdentity;
 use super::protocol::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription,
@@ -23,20 +24,25 @@ use super::protocol::{
 const JOIN_GROUP_VERSION: i16 = 5;
 const SYNC_GROUP_VERSION: i16 = 3;
 
-/// Joins and syncs; on success the member's generation, id and partitions.
-pub(super) async fn join_and_sync(
-    m: &mut Member,
-) -> Result<(CommitIdentity, Vec<TopicPartition>), GroupError> {
+/// A completed rebalance round.
+pub(super) struct Joined {
+    /// The member's generation and id, for commits.
+    pub(super) identity: CommitIdentity,
+    /// The partitions this member was given.
+    pub(super) partitions: Vec<TopicPartition>,
+    /// The leader's watch on the metadata it assigned from; `None` for followers.
+    pub(super) watch: Option<MetadataWatch>,
+}
+
+/// Joins and syncs.
+pub(super) async fn join_and_sync(m: &mut Member) -> Result<Joined, GroupError> {
     let mut conn = m.take_conn().await?;
     let result = round(m, &mut conn).await;
     m.put_back(conn, &result);
     result
 }
 
-async fn round(
-    m: &mut Member,
-    conn: &mut Conn,
-) -> Result<(CommitIdentity, Vec<TopicPartition>), GroupError> {
+async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
     let subscription = encode_subscription(&m.settings.topics).map_err(GroupError::Invalid)?;
     let preferred = m.settings.assignor;
     let protocols = [preferred, Assignor::Range, Assignor::RoundRobin]
@@ -67,10 +73,12 @@ async fn round(
     };
     m.member_id = joined.member_id.to_string();
     let generation = joined.generation_id;
-    let assignments = if joined.leader == joined.member_id {
-        leader_assignments(m, &joined).await?
+    debug!(generation, leader = %joined.leader.as_str(), member = %m.member_id, members = joined.members.len(), "JoinGroup answered");
+    let (assignments, watch) = if joined.leader == joined.member_id {
+        let (assignments, watch) = leader_assignments(m, &joined).await?;
+        (assignments, Some(watch))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let request = SyncGroupRequest::default()
         .with_group_id(m.group_id())
@@ -91,14 +99,19 @@ async fn round(
         generation,
         member_id: m.member_id.clone(),
     };
-    Ok((identity, partitions))
+    Ok(Joined {
+        identity,
+        partitions,
+        watch,
+    })
 }
 
-/// The leader shares the subscribed topics' partitions among the members.
+/// The leader shares the subscribed topics' partitions among the members, and starts
+/// watching the metadata it shared them from.
 async fn leader_assignments(
     m: &Member,
     joined: &JoinGroupResponse,
-) -> Result<Vec<SyncGroupRequestAssignment>, GroupError> {
+) -> Result<(Vec<SyncGroupRequestAssignment>, MetadataWatch), GroupError> {
     let assignor = joined
         .protocol_name
         .as_deref()
@@ -109,28 +122,19 @@ async fn leader_assignments(
         let topics = decode_subscription(member.metadata.clone()).map_err(GroupError::Invalid)?;
         members.push((member.member_id.to_string(), topics));
     }
-    let wanted: Vec<&String> = members.iter().flat_map(|(_, t)| t).collect();
-    let topics = m
-        .client
-        .list_topics()
-        .await
-        .map_err(|e| GroupError::Invalid(format!("listing topics for the assignment: {e}")))?;
-    let counts: BTreeMap<String, i32> = topics
-        .into_iter()
-        .filter(|t| wanted.contains(&&t.name))
-        .map(|t| {
-            let n = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
-            (t.name, n)
-        })
-        .collect();
+    let wanted: BTreeSet<String> = members.iter().flat_map(|(_, t)| t).cloned().collect();
+    let counts = partition_counts(&m.client, &wanted).await?;
     let plan = assign(assignor, &members, &counts);
     debug!(?assignor, ?plan, "leader assignment");
-    plan.iter()
+    let assignments = plan
+        .iter()
         .map(|(member_id, partitions)| {
             let bytes = encode_assignment(partitions).map_err(GroupError::Invalid)?;
             Ok(SyncGroupRequestAssignment::default()
                 .with_member_id(StrBytes::from_string(member_id.clone()))
                 .with_assignment(bytes))
         })
-        .collect()
+        .collect::<Result<_, GroupError>>()?;
+    let watch = MetadataWatch::new(wanted, counts, m.settings.metadata_max_age);
+    Ok((assignments, watch))
 }
