@@ -24,11 +24,10 @@ use kafka_thread_manager::{
     CommitPolicy, Message, MessageSource, OffsetReset, State, ThreadManager, TopicPartition,
 };
 use rskafka::client::partition::Compression;
-use support::{record, KafkaBroker};
+use support::{consumer_config, record, KafkaBroker};
 
-/// As the behaviour suite: Tansu answers a join within half the session timeout.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
-/// Longer than the session timeout: the broker expires the member meanwhile.
+/// Longer than the session timeout (`support::SESSION_TIMEOUT`, 6 s): the broker
+/// expires the member meanwhile.
 const FAULT: Duration = Duration::from_secs(8);
 /// For every wait on a condition: generous, so a slow machine does not fail a test.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -51,13 +50,12 @@ fn rskafka_source(bootstrap: &str, group: &str, topic: &str) -> Box<dyn MessageS
     use kafka_thread_manager::rskafka::RskafkaSource;
     Box::new(
         RskafkaSource::builder()
-            .bootstrap_servers([bootstrap.to_owned()])
-            .topics([topic])
-            .group_id(group)
-            .offset_reset(OffsetReset::Earliest)
-            .session_timeout(SESSION_TIMEOUT)
-            .heartbeat_interval(Duration::from_secs(1))
-            .fetch_max_wait(Duration::from_millis(100))
+            .config(consumer_config(
+                bootstrap,
+                topic,
+                group,
+                OffsetReset::Earliest,
+            ))
             // The group leader notices a recreated topic at its next metadata look, by
             // default every 5 minutes; the restart test waits seconds.
             .metadata_max_age(Duration::from_secs(1))
@@ -88,13 +86,12 @@ fn rdkafka_source(bootstrap: &str, group: &str, topic: &str) -> Box<dyn MessageS
     use kafka_thread_manager::rdkafka::RdkafkaSource;
     Box::new(
         RdkafkaSource::builder()
-            .bootstrap_servers([bootstrap.to_owned()])
-            .topics([topic])
-            .group_id(group)
-            .offset_reset(OffsetReset::Earliest)
-            .session_timeout(SESSION_TIMEOUT)
-            .heartbeat_interval(Duration::from_secs(1))
-            .fetch_max_wait(Duration::from_millis(100))
+            .config(consumer_config(
+                bootstrap,
+                topic,
+                group,
+                OffsetReset::Earliest,
+            ))
             // librdkafka notices a deleted and recreated topic on its next metadata
             // refresh, by default every 5 minutes; the restart test waits seconds.
             .set("topic.metadata.refresh.interval.ms", "1000")
@@ -117,13 +114,12 @@ fn rdkafka_slow_reconnect_source(
     use kafka_thread_manager::rdkafka::RdkafkaSource;
     Box::new(
         RdkafkaSource::builder()
-            .bootstrap_servers([bootstrap.to_owned()])
-            .topics([topic])
-            .group_id(group)
-            .offset_reset(OffsetReset::Earliest)
-            .session_timeout(SESSION_TIMEOUT)
-            .heartbeat_interval(Duration::from_secs(1))
-            .fetch_max_wait(Duration::from_millis(100))
+            .config(consumer_config(
+                bootstrap,
+                topic,
+                group,
+                OffsetReset::Earliest,
+            ))
             .set("topic.metadata.refresh.interval.ms", "1000")
             .set("reconnect.backoff.ms", "20000")
             .set("reconnect.backoff.max.ms", "20000")

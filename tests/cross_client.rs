@@ -20,16 +20,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kafka_thread_manager::rdkafka::rdkafka;
 use kafka_thread_manager::rdkafka::RdkafkaSource;
 use kafka_thread_manager::rskafka::RskafkaSource;
-use kafka_thread_manager::{CommitPolicy, Message, MessageSource, State, ThreadManager};
+use kafka_thread_manager::{
+    CommitPolicy, Message, MessageSource, OffsetReset, State, ThreadManager,
+};
 use rdkafka::message::{Header as RdHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rskafka::chrono::DateTime;
 use rskafka::client::partition::Compression;
 use rskafka::record::Record;
-use support::KafkaBroker;
+use support::{consumer_config, KafkaBroker};
 
-const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long a consumer may take to join and read everything.
 const PATIENCE: Duration = Duration::from_secs(60);
 const RECORDS: usize = 40;
@@ -202,12 +203,12 @@ fn rdkafka_to_rskafka(compression: &str) {
     });
 
     let source = RskafkaSource::builder()
-        .bootstrap_servers([broker.bootstrap.clone()])
-        .topics([topic.clone()])
-        .group_id(unique("rs-group"))
-        .session_timeout(SESSION_TIMEOUT)
-        .heartbeat_interval(Duration::from_secs(1))
-        .fetch_max_wait(Duration::from_millis(100))
+        .config(consumer_config(
+            &broker.bootstrap,
+            &topic,
+            &unique("rs-group"),
+            OffsetReset::Earliest,
+        ))
         .build()
         .unwrap();
     let got = consume(source, expected.len());
@@ -250,12 +251,12 @@ fn rskafka_to_rdkafka(compression: Compression, name: &str) {
     assert_eq!(offsets, want, "rskafka produced at unexpected offsets");
 
     let source = RdkafkaSource::builder()
-        .bootstrap_servers([broker.bootstrap.clone()])
-        .topics([topic.clone()])
-        .group_id(unique("rd-group"))
-        .session_timeout(SESSION_TIMEOUT)
-        .heartbeat_interval(Duration::from_secs(1))
-        .fetch_max_wait(Duration::from_millis(100))
+        .config(consumer_config(
+            &broker.bootstrap,
+            &topic,
+            &unique("rd-group"),
+            OffsetReset::Earliest,
+        ))
         .build()
         .unwrap();
     let got = consume(source, expected.len());

@@ -10,9 +10,7 @@ use bytes::Bytes;
 use super::{ReadRecord, TestRecord};
 use crate::support::{record, KafkaBroker};
 
-/// Tansu answers a group join within half the session timeout; rejoining followers
-/// wait about 3 s more. Generous, since a slow CI machine must not fail here.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Generous, since a slow CI machine must not fail here.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
 /// Produces each record as a batch of its own. Tansu 0.6.0 answers a fetch that starts
@@ -84,13 +82,7 @@ macro_rules! broker_backend_fixture {
             ) -> Box<dyn kafka_thread_manager::MessageSource> {
                 Box::new(
                     <$source>::builder()
-                        .bootstrap_servers([self.0.bootstrap.clone()])
-                        .topics([topic])
-                        .group_id(group)
-                        .offset_reset(reset)
-                        .session_timeout($crate::behaviour::broker_fixture::SESSION_TIMEOUT)
-                        .heartbeat_interval(std::time::Duration::from_secs(1))
-                        .fetch_max_wait(std::time::Duration::from_millis(100))
+                        .config($crate::support::consumer_config(&self.0.bootstrap, topic, group, reset))
                         .build()
                         .expect("valid config"),
                 )

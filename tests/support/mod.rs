@@ -218,6 +218,30 @@ impl Drop for KafkaBroker {
     }
 }
 
+/// Tansu answers a group join within half the session timeout; rejoining followers
+/// wait about 3 s more.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The consumer settings every broker test shares, for either backend's `.config(..)`:
+/// a 6 s session (Tansu joins take up to half of it), 1 s heartbeats, 100 ms fetch waits.
+pub fn consumer_config(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    reset: kafka_thread_manager::OffsetReset,
+) -> kafka_thread_manager::ConsumerConfig {
+    kafka_thread_manager::ConsumerConfig::builder()
+        .bootstrap_servers([bootstrap.to_owned()])
+        .topics([topic])
+        .group_id(group)
+        .offset_reset(reset)
+        .session_timeout(SESSION_TIMEOUT)
+        .heartbeat_interval(Duration::from_secs(1))
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .expect("valid test consumer config")
+}
+
 pub fn record(
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,

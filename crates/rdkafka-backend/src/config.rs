@@ -45,6 +45,7 @@ const FORCED: [(&str, &str); 2] = [
 #[must_use]
 pub struct RdkafkaSourceBuilder {
     common: ConsumerConfigBuilder,
+    from_config: Option<ConsumerConfig>,
     extra: Vec<(String, String)>,
     close_timeout: Duration,
 }
@@ -53,6 +54,7 @@ impl RdkafkaSourceBuilder {
     pub(crate) fn new() -> Self {
         Self {
             common: ConsumerConfig::builder(),
+            from_config: None,
             extra: Vec::new(),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
@@ -60,6 +62,13 @@ impl RdkafkaSourceBuilder {
 
     fn common(mut self, f: impl FnOnce(ConsumerConfigBuilder) -> ConsumerConfigBuilder) -> Self {
         self.common = f(self.common);
+        self
+    }
+
+    /// Starts from an already validated [`ConsumerConfig`], replacing every shared
+    /// setting given so far (`.set(..)` properties and the close timeout are kept).
+    pub fn config(mut self, config: ConsumerConfig) -> Self {
+        self.from_config = Some(config);
         self
     }
 
@@ -151,7 +160,10 @@ impl RdkafkaSourceBuilder {
     /// The shared [`ConfigError`]s, and [`ConfigError::Backend`] with librdkafka's message
     /// for a property it rejects.
     pub fn build(self) -> Result<RdkafkaSource, ConfigError> {
-        let common = self.common.build()?;
+        let common = match self.from_config {
+            Some(config) => config,
+            None => self.common.build()?,
+        };
         let mut client = client_config(&common);
         for (key, value) in self.extra {
             client.set(key, value);
