@@ -453,13 +453,7 @@ fn classify(context: &str, e: RsError) -> SourceError {
             ..
         }
     );
-    let message = format!("{context}: {e}");
-    let err = if fatal {
-        SourceError::fatal(BACKEND, message)
-    } else {
-        SourceError::transient(BACKEND, message)
-    };
-    err.with_source(e)
+    crate::fetch::with_kind(fatal, context, e)
 }
 
 #[cfg(test)]

@@ -182,6 +182,11 @@ pub(crate) fn to_source_error(context: &str, e: RsError) -> SourceError {
             ..
         }
     );
+    with_kind(fatal, context, e)
+}
+
+/// An rskafka error as a [`SourceError`] of the given kind, with `context` in front.
+pub(crate) fn with_kind(fatal: bool, context: &str, e: RsError) -> SourceError {
     let message = format!("{context}: {e}");
     let err = if fatal {
         SourceError::fatal(BACKEND, message)
