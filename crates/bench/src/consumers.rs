@@ -43,6 +43,8 @@ pub(crate) enum Kind {
     ManagerRdkafka,
     StopRskafka,
     StopRdkafka,
+    /// The close of a raw `BaseConsumer`: a reference for the rdkafka manager's stop.
+    CloseRawRdkafka,
 }
 
 impl Kind {
@@ -54,6 +56,7 @@ impl Kind {
             Kind::ManagerRdkafka => "manager-rdkafka",
             Kind::StopRskafka => "stop-rskafka",
             Kind::StopRdkafka => "stop-rdkafka",
+            Kind::CloseRawRdkafka => "close-raw-rdkafka",
         }
     }
 
@@ -65,6 +68,7 @@ impl Kind {
             Kind::ManagerRdkafka,
             Kind::StopRskafka,
             Kind::StopRdkafka,
+            Kind::CloseRawRdkafka,
         ]
         .into_iter()
         .find(|k| k.name() == s)
@@ -191,18 +195,27 @@ pub(crate) fn hwm_of(status_path: &str) -> u64 {
 /// The child's side: measures, then prints one `RESULT` or `STOPS` line on stdout.
 pub(crate) fn run_child(a: &ChildArgs) -> BoxResult<()> {
     match a.kind {
-        Kind::StopRskafka | Kind::StopRdkafka => {
+        Kind::StopRskafka | Kind::StopRdkafka | Kind::CloseRawRdkafka => {
             let mut ms = Vec::with_capacity(a.stops);
             for i in 0..a.stops {
                 let group = format!("{}-{}-{i}", a.topic, a.kind.name());
-                let manager = if a.kind == Kind::StopRskafka {
-                    ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Latest)?)
-                } else {
-                    ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Latest)?)
-                }
-                .thread_lifetime(None)
-                .callback(|_: &CoreMessage| -> Result<(), std::io::Error> { Ok(()) })
-                .build()?;
+                let builder = match a.kind {
+                    Kind::StopRskafka => {
+                        ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Latest)?)
+                    }
+                    Kind::StopRdkafka => {
+                        ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Latest)?)
+                    }
+                    _ => {
+                        ms.push(raw_rdkafka_close_ms(a, &group)?);
+                        eprintln!("{}: {}/{}: {:.2} ms", a.kind.name(), i + 1, a.stops, ms[i]);
+                        continue;
+                    }
+                };
+                let manager = builder
+                    .thread_lifetime(None)
+                    .callback(|_: &CoreMessage| -> Result<(), std::io::Error> { Ok(()) })
+                    .build()?;
                 ms.push(stop_latency_ms(&manager)?);
                 eprintln!(
                     "{}: stop {}/{}: {:.2} ms",
@@ -348,19 +361,45 @@ async fn raw_rskafka(a: &ChildArgs, meter: &Meter, stop: &AtomicBool) -> BoxResu
     Ok(())
 }
 
-/// The librdkafka baseline: a `BaseConsumer` in its own group, polled in a loop.
-fn raw_rdkafka(a: &ChildArgs, group: &str, meter: &Meter, stop: &AtomicBool) -> BoxResult<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A `BaseConsumer` in `group`, with the settings of the rdkafka manager.
+fn base_consumer(a: &ChildArgs, group: &str, reset: &str) -> BoxResult<BaseConsumer> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", &a.brokers)
         .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
+        .set("auto.offset.reset", reset)
         .set("enable.auto.commit", "false")
         .set(
             "session.timeout.ms",
             SESSION_TIMEOUT.as_millis().to_string(),
         )
         .set("heartbeat.interval.ms", HEARTBEAT.as_millis().to_string())
-        .create()?;
+        .create()?)
+}
+
+/// A raw `BaseConsumer`, subscribed and polled until it has its assignment, idles
+/// (polling) 0.5 s; then the time to close it (dropping it closes it: leaves the group).
+fn raw_rdkafka_close_ms(a: &ChildArgs, group: &str) -> BoxResult<f64> {
+    let consumer = base_consumer(a, group, "latest")?;
+    consumer.subscribe(&[a.topic.as_str()])?;
+    let deadline = Instant::now() + ASSIGN_DEADLINE;
+    while consumer.assignment()?.count() == 0 {
+        if Instant::now() > deadline {
+            return Err(format!("no assignment after {ASSIGN_DEADLINE:?}").into());
+        }
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+    let idle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < idle {
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+    let t = Instant::now();
+    drop(consumer);
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The librdkafka baseline: a `BaseConsumer` in its own group, polled in a loop.
+fn raw_rdkafka(a: &ChildArgs, group: &str, meter: &Meter, stop: &AtomicBool) -> BoxResult<()> {
+    let consumer = base_consumer(a, group, "earliest")?;
     consumer.subscribe(&[a.topic.as_str()])?;
     while !stop.load(Ordering::Relaxed) && !meter.done() {
         match consumer.poll(Duration::from_millis(100)) {

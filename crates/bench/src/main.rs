@@ -59,7 +59,7 @@ impl Options {
             stops: 20,
             out: PathBuf::from("docs/BENCHMARKS.md"),
             python: "python3".to_owned(),
-            script: "/work/shared/reference/seed_thread_manager.py".to_owned(),
+            script: default_script(),
             skip_python: false,
             child: None,
             topic: None,
@@ -96,6 +96,20 @@ impl Options {
         }
         Ok(o)
     }
+}
+
+/// Where the Python original is: the project's `shared/` folder, beside the work tree.
+fn default_script() -> String {
+    const CANDIDATES: [&str; 3] = [
+        "../shared/reference/seed_thread_manager.py",
+        "shared/reference/seed_thread_manager.py",
+        "/work/shared/reference/seed_thread_manager.py",
+    ];
+    CANDIDATES
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or(&CANDIDATES[2])
+        .to_string()
 }
 
 fn main() -> BoxResult<()> {
@@ -157,6 +171,7 @@ fn main() -> BoxResult<()> {
     let manager_rdkafka = measure(Kind::ManagerRdkafka)?;
     let stops_rskafka = parse_stops(&spawn_child(&child(Kind::StopRskafka, &idle_topic))?)?;
     let stops_rdkafka = parse_stops(&spawn_child(&child(Kind::StopRdkafka, &idle_topic))?)?;
+    let close_raw_rdkafka = parse_stops(&spawn_child(&child(Kind::CloseRawRdkafka, &idle_topic))?)?;
     let python = if o.skip_python {
         Err("skipped (--skip-python)".to_owned())
     } else {
@@ -192,6 +207,7 @@ fn main() -> BoxResult<()> {
         manager_rdkafka,
         stops_rskafka,
         stops_rdkafka,
+        close_raw_rdkafka,
         python,
         notes,
     };

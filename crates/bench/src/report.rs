@@ -23,6 +23,8 @@ pub(crate) struct Results {
     pub(crate) manager_rdkafka: Throughput,
     pub(crate) stops_rskafka: Vec<f64>,
     pub(crate) stops_rdkafka: Vec<f64>,
+    /// Closing a raw `BaseConsumer` the same way: a reference, not a bar.
+    pub(crate) close_raw_rdkafka: Vec<f64>,
     pub(crate) python: PythonOutcome,
     pub(crate) notes: Vec<String>,
 }
@@ -268,6 +270,11 @@ impl Results {
         };
         stop_row(&mut s, "ThreadManager + ktm-rskafka", &self.stops_rskafka);
         stop_row(&mut s, "ThreadManager + ktm-rdkafka", &self.stops_rdkafka);
+        stop_row(
+            &mut s,
+            "reference: closing a raw rdkafka BaseConsumer (drop)",
+            &self.close_raw_rdkafka,
+        );
         match &self.python {
             Ok(py) => stop_row(&mut s, "Python original (confluent-kafka)", &py.stops_ms),
             Err(why) => {
@@ -310,10 +317,23 @@ impl Results {
              backlog topic at latest: its `stop()` joins a thread blocked in \
              `poll(timeout=1)`, then closes the consumer. p50/p99 are nearest-rank: with \
              20 runs, p99 is the slowest run.",
+            "The reference row times dropping (closing: leave group, destroy) a raw \
+             rdkafka `BaseConsumer` set up the same way (subscribed to the empty topic, \
+             polled until assigned, then 0.5 s idle): librdkafka's own close, which the \
+             rdkafka manager's `stop()` includes.",
         ] {
             let _ = writeln!(s, "- {line}");
         }
         if let Ok(py) = &self.python {
+            let raw = self.raw_rdkafka.per_second();
+            if raw > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "- The Python original (confluent-kafka, librdkafka underneath) reached \
+                     {:.2} x the raw rdkafka BaseConsumer loop's messages/s in this run.",
+                    py.steady_per_s / raw
+                );
+            }
             if let Some(first) = py.first_message_s {
                 let _ = writeln!(
                     s,
