@@ -1,0 +1,458 @@
+//! The measured consumers. Each runs in a child process of the bench
+//! (`ktm-bench --child KIND ...`), so the peak RSS it reports (VmHWM) is its own, and
+//! each reads the backlog from offset 0 in a consumer group of its own.
+//!
+//! Steady state is the message count over the time from the first message to the
+//! last, both taken where the message is handed to the code (the callback, or the
+//! loop body), so group joins and the start-up are left out.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ktm_core::{CommitPolicy, Message as CoreMessage, OffsetReset, ThreadManager};
+use ktm_rdkafka::RdkafkaSource;
+use ktm_rskafka::RskafkaSource;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message};
+use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::client::ClientBuilder;
+
+use crate::BoxResult;
+
+/// `max.partition.fetch.bytes` of the rskafka loop and the rskafka manager.
+const FETCH_MAX_BYTES: i32 = 1024 * 1024;
+/// `fetch.max.wait.ms` of the rskafka loop and the rskafka manager.
+const FETCH_WAIT_MS: i32 = 50;
+/// Group session timeout: Tansu 0.6 can take half of it to complete a join.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a child may take to read the backlog before it gives up.
+const CONSUME_DEADLINE: Duration = Duration::from_secs(900);
+/// How long a stop-latency run may wait for its assignment.
+const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What a child process measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    RawRskafka,
+    RawRdkafka,
+    ManagerRskafka,
+    ManagerRdkafka,
+    StopRskafka,
+    StopRdkafka,
+    /// The close of a raw `BaseConsumer`: a reference for the rdkafka manager's stop.
+    CloseRawRdkafka,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::RawRskafka => "raw-rskafka",
+            Kind::RawRdkafka => "raw-rdkafka",
+            Kind::ManagerRskafka => "manager-rskafka",
+            Kind::ManagerRdkafka => "manager-rdkafka",
+            Kind::StopRskafka => "stop-rskafka",
+            Kind::StopRdkafka => "stop-rdkafka",
+            Kind::CloseRawRdkafka => "close-raw-rdkafka",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> BoxResult<Self> {
+        [
+            Kind::RawRskafka,
+            Kind::RawRdkafka,
+            Kind::ManagerRskafka,
+            Kind::ManagerRdkafka,
+            Kind::StopRskafka,
+            Kind::StopRdkafka,
+            Kind::CloseRawRdkafka,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| format!("unknown child kind {s:?}").into())
+    }
+}
+
+/// What the parent passes to a child.
+#[derive(Clone, Debug)]
+pub(crate) struct ChildArgs {
+    pub(crate) kind: Kind,
+    pub(crate) brokers: String,
+    pub(crate) topic: String,
+    pub(crate) messages: u64,
+    pub(crate) partitions: i32,
+    pub(crate) stops: usize,
+}
+
+/// A throughput measurement.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Throughput {
+    pub(crate) messages: u64,
+    /// From the first message to the last.
+    pub(crate) seconds: f64,
+    pub(crate) peak_rss_kib: u64,
+}
+
+impl Throughput {
+    pub(crate) fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.messages as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Counts messages and notes when the first and the last arrived.
+struct Meter {
+    total: u64,
+    count: AtomicU64,
+    first: OnceLock<Instant>,
+    last: OnceLock<Instant>,
+}
+
+impl Meter {
+    fn new(total: u64) -> Arc<Self> {
+        Arc::new(Self {
+            total,
+            count: AtomicU64::new(0),
+            first: OnceLock::new(),
+            last: OnceLock::new(),
+        })
+    }
+
+    /// One message handled (its payload is touched so that it is not optimised out).
+    #[inline]
+    fn record(&self, payload: Option<&[u8]>) {
+        std::hint::black_box(payload);
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            let _ = self.first.set(Instant::now());
+        }
+        if n == self.total {
+            let _ = self.last.set(Instant::now());
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.last.get().is_some()
+    }
+
+    /// Waits until every message was seen, drawing a progress bar (on a terminal).
+    fn wait(&self, label: &str) -> BoxResult<Throughput> {
+        let bar = ProgressBar::new(self.total).with_style(
+            ProgressStyle::with_template(&format!(
+                "{label:>16} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+            ))?
+            .progress_chars("=> "),
+        );
+        let deadline = Instant::now() + CONSUME_DEADLINE;
+        while !self.done() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{label}: only {} of {} messages after {CONSUME_DEADLINE:?}",
+                    self.count.load(Ordering::Relaxed),
+                    self.total
+                )
+                .into());
+            }
+            bar.set_position(self.count.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bar.finish_and_clear();
+        let (Some(first), Some(last)) = (self.first.get(), self.last.get()) else {
+            return Err("no message was seen".into());
+        };
+        Ok(Throughput {
+            messages: self.count.load(Ordering::Relaxed),
+            seconds: last.duration_since(*first).as_secs_f64(),
+            peak_rss_kib: vm_hwm_kib(),
+        })
+    }
+}
+
+/// This process's peak resident set size (VmHWM), in KiB.
+pub(crate) fn vm_hwm_kib() -> u64 {
+    hwm_of("/proc/self/status")
+}
+
+/// The VmHWM line of a `/proc/<pid>/status` file, in KiB (0 when absent).
+pub(crate) fn hwm_of(status_path: &str) -> u64 {
+    std::fs::read_to_string(status_path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The child's side: measures, then prints one `RESULT` or `STOPS` line on stdout.
+pub(crate) fn run_child(a: &ChildArgs) -> BoxResult<()> {
+    match a.kind {
+        Kind::StopRskafka | Kind::StopRdkafka | Kind::CloseRawRdkafka => {
+            let mut ms = Vec::with_capacity(a.stops);
+            for i in 0..a.stops {
+                let group = format!("{}-{}-{i}", a.topic, a.kind.name());
+                let builder = match a.kind {
+                    Kind::StopRskafka => {
+                        ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Latest)?)
+                    }
+                    Kind::StopRdkafka => {
+                        ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Latest)?)
+                    }
+                    _ => {
+                        ms.push(raw_rdkafka_close_ms(a, &group)?);
+                        eprintln!("{}: {}/{}: {:.2} ms", a.kind.name(), i + 1, a.stops, ms[i]);
+                        continue;
+                    }
+                };
+                let manager = builder
+                    .thread_lifetime(None)
+                    .callback(|_: &CoreMessage| -> Result<(), std::io::Error> { Ok(()) })
+                    .build()?;
+                ms.push(stop_latency_ms(&manager)?);
+                eprintln!(
+                    "{}: stop {}/{}: {:.2} ms",
+                    a.kind.name(),
+                    i + 1,
+                    a.stops,
+                    ms[i]
+                );
+            }
+            let list: Vec<String> = ms.iter().map(|m| format!("{m:.3}")).collect();
+            println!("STOPS {} {}", vm_hwm_kib(), list.join(" "));
+        }
+        _ => {
+            let t = throughput(a)?;
+            println!("RESULT {} {} {}", t.messages, t.seconds, t.peak_rss_kib);
+        }
+    }
+    Ok(())
+}
+
+/// Starts the manager, waits for its assignment, lets it idle 0.5 s, times `stop()`.
+fn stop_latency_ms(manager: &ThreadManager) -> BoxResult<f64> {
+    manager.start()?;
+    let deadline = Instant::now() + ASSIGN_DEADLINE;
+    while manager.stats().assignment.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("no assignment after {ASSIGN_DEADLINE:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    manager.stop()?;
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn rskafka_source(a: &ChildArgs, group: &str, reset: OffsetReset) -> BoxResult<RskafkaSource> {
+    Ok(RskafkaSource::builder()
+        .bootstrap_servers([a.brokers.as_str()])
+        .topics([a.topic.as_str()])
+        .group_id(group)
+        .offset_reset(reset)
+        .session_timeout(SESSION_TIMEOUT)
+        .heartbeat_interval(HEARTBEAT)
+        .max_partition_fetch_bytes(FETCH_MAX_BYTES)
+        .fetch_max_wait(Duration::from_millis(u64::from(
+            FETCH_WAIT_MS.unsigned_abs(),
+        )))
+        .prefetch_batches(2)
+        .build()?)
+}
+
+fn rdkafka_source(a: &ChildArgs, group: &str, reset: OffsetReset) -> BoxResult<RdkafkaSource> {
+    Ok(RdkafkaSource::builder()
+        .bootstrap_servers([a.brokers.as_str()])
+        .topics([a.topic.as_str()])
+        .group_id(group)
+        .offset_reset(reset)
+        .session_timeout(SESSION_TIMEOUT)
+        .heartbeat_interval(HEARTBEAT)
+        .build()?)
+}
+
+fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
+    let meter = Meter::new(a.messages);
+    let group = format!("{}-{}", a.topic, a.kind.name());
+    match a.kind {
+        Kind::RawRskafka => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (m, s, args) = (Arc::clone(&meter), Arc::clone(&stop), a.clone());
+            let worker = std::thread::spawn(move || -> BoxResult<()> {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(raw_rskafka(&args, &m, &s))
+            });
+            let result = meter.wait(a.kind.name());
+            stop.store(true, Ordering::Relaxed);
+            worker.join().map_err(|_| "the rskafka loop panicked")??;
+            result
+        }
+        Kind::RawRdkafka => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (m, s, args) = (Arc::clone(&meter), Arc::clone(&stop), a.clone());
+            let worker = std::thread::spawn(move || raw_rdkafka(&args, &group, &m, &s));
+            let result = meter.wait(a.kind.name());
+            stop.store(true, Ordering::Relaxed);
+            worker.join().map_err(|_| "the rdkafka loop panicked")??;
+            result
+        }
+        _ => {
+            let builder = if a.kind == Kind::ManagerRskafka {
+                ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Earliest)?)
+            } else {
+                ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Earliest)?)
+            };
+            let m = Arc::clone(&meter);
+            // Commits every 5 s, like the original's enable.auto.commit default.
+            let manager = builder
+                .thread_lifetime(None)
+                .commit_policy(CommitPolicy::Interval(Duration::from_secs(5)))
+                .callback(move |msg: &CoreMessage| -> Result<(), std::io::Error> {
+                    m.record(msg.payload());
+                    Ok(())
+                })
+                .build()?;
+            manager.start()?;
+            let result = meter.wait(a.kind.name());
+            manager.stop()?;
+            result
+        }
+    }
+}
+
+/// The rskafka baseline: one task per partition fetching from offset 0.
+async fn raw_rskafka(a: &ChildArgs, meter: &Meter, stop: &AtomicBool) -> BoxResult<()> {
+    let client = Arc::new(ClientBuilder::new(vec![a.brokers.clone()]).build().await?);
+    let mut tasks = Vec::new();
+    for p in 0..a.partitions {
+        let pc = client
+            .partition_client(a.topic.clone(), p, UnknownTopicHandling::Retry)
+            .await?;
+        tasks.push(async move {
+            let mut offset = 0_i64;
+            while !stop.load(Ordering::Relaxed) && !meter.done() {
+                let (records, _) = pc
+                    .fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS)
+                    .await?;
+                for r in &records {
+                    // A fetch returns the whole batch holding `offset`: skip what was read.
+                    if r.offset >= offset {
+                        meter.record(r.record.value.as_deref());
+                        offset = r.offset + 1;
+                    }
+                }
+            }
+            Ok::<(), rskafka::client::error::Error>(())
+        });
+    }
+    for r in futures_util::future::join_all(tasks).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// A `BaseConsumer` in `group`, with the settings of the rdkafka manager.
+fn base_consumer(a: &ChildArgs, group: &str, reset: &str) -> BoxResult<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &a.brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", reset)
+        .set("enable.auto.commit", "false")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
+        .set("heartbeat.interval.ms", HEARTBEAT.as_millis().to_string())
+        .create()?)
+}
+
+/// A raw `BaseConsumer`, subscribed and polled until it has its assignment, idles
+/// (polling) 0.5 s; then the time to close it (dropping it closes it: leaves the group).
+fn raw_rdkafka_close_ms(a: &ChildArgs, group: &str) -> BoxResult<f64> {
+    let consumer = base_consumer(a, group, "latest")?;
+    consumer.subscribe(&[a.topic.as_str()])?;
+    let deadline = Instant::now() + ASSIGN_DEADLINE;
+    while consumer.assignment()?.count() == 0 {
+        if Instant::now() > deadline {
+            return Err(format!("no assignment after {ASSIGN_DEADLINE:?}").into());
+        }
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+    let idle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < idle {
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+    let t = Instant::now();
+    drop(consumer);
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The librdkafka baseline: a `BaseConsumer` in its own group, polled in a loop.
+fn raw_rdkafka(a: &ChildArgs, group: &str, meter: &Meter, stop: &AtomicBool) -> BoxResult<()> {
+    let consumer = base_consumer(a, group, "earliest")?;
+    consumer.subscribe(&[a.topic.as_str()])?;
+    while !stop.load(Ordering::Relaxed) && !meter.done() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => meter.record(m.payload()),
+            Some(Err(e)) => eprintln!("raw-rdkafka: {e}"),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// The parent's side: runs one child and parses its line.
+pub(crate) fn spawn_child(a: &ChildArgs) -> BoxResult<String> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "--child",
+            a.kind.name(),
+            "--brokers",
+            &a.brokers,
+            "--topic",
+            &a.topic,
+        ])
+        .args(["--messages", &a.messages.to_string()])
+        .args(["--partitions", &a.partitions.to_string()])
+        .args(["--stops", &a.stops.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT ") || l.starts_with("STOPS "))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("child {} failed ({})", a.kind.name(), out.status).into())
+}
+
+/// Parses a `RESULT messages seconds hwm_kib` line.
+pub(crate) fn parse_result(line: &str) -> BoxResult<Throughput> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() != 4 {
+        return Err(format!("bad child line {line:?}").into());
+    }
+    Ok(Throughput {
+        messages: f[1].parse()?,
+        seconds: f[2].parse()?,
+        peak_rss_kib: f[3].parse()?,
+    })
+}
+
+/// Parses a `STOPS hwm_kib ms ms ...` line into the stop latencies in ms.
+pub(crate) fn parse_stops(line: &str) -> BoxResult<Vec<f64>> {
+    line.split_whitespace()
+        .skip(2)
+        .map(|v| v.parse::<f64>().map_err(Into::into))
+        .collect()
+}

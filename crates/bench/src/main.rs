@@ -1,0 +1,244 @@
+//! `ktm-bench`: the published side-by-side benchmark (issue 7).
+//!
+//! In one invocation, against one broker (Tansu, started here, unless `--brokers` is
+//! given): produces a backlog, measures steady-state messages/s and peak RSS of a raw
+//! rskafka fetch loop, a raw rdkafka `BaseConsumer` loop, the `ThreadManager` on each
+//! backend and the Python original, then `stop()` latency of each manager and of the
+//! original, and writes `docs/BENCHMARKS.md` and `docs/benchmarks.svg`.
+//!
+//! ```sh
+//! pip install confluent-kafka   # for the Python original
+//! cargo run --release -p ktm-bench -- --messages 1000000 --size 100 --partitions 3
+//! ```
+
+mod broker;
+mod consumers;
+mod produce;
+mod python;
+mod report;
+mod svg;
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use broker::Broker;
+use consumers::{parse_result, parse_stops, spawn_child, ChildArgs, Kind};
+use report::{Results, WORKERS_NOT_MEASURED};
+
+/// The error type of the bench: any error, reported from `main`.
+pub(crate) type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const USAGE: &str = "usage: ktm-bench [--brokers HOST:PORT] [--messages N] [--size BYTES] \
+[--partitions P] [--stops K] [--out docs/BENCHMARKS.md] [--python PATH] [--script PATH] \
+[--skip-python]";
+
+/// The command-line options.
+struct Options {
+    brokers: Option<String>,
+    messages: u64,
+    size: usize,
+    partitions: i32,
+    stops: usize,
+    out: PathBuf,
+    python: String,
+    script: String,
+    skip_python: bool,
+    /// `--child KIND`: run one measurement and print it (internal).
+    child: Option<Kind>,
+    /// `--topic`: the child's topic (internal).
+    topic: Option<String>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> BoxResult<Self> {
+        let mut o = Options {
+            brokers: None,
+            messages: 1_000_000,
+            size: 100,
+            partitions: 3,
+            stops: 20,
+            out: PathBuf::from("docs/BENCHMARKS.md"),
+            python: "python3".to_owned(),
+            script: default_script(),
+            skip_python: false,
+            child: None,
+            topic: None,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if flag == "--skip-python" {
+                o.skip_python = true;
+                continue;
+            }
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = it
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+            match flag.as_str() {
+                "--brokers" => o.brokers = Some(value.clone()),
+                "--messages" => o.messages = value.parse()?,
+                "--size" => o.size = value.parse()?,
+                "--partitions" => o.partitions = value.parse()?,
+                "--stops" => o.stops = value.parse()?,
+                "--out" => o.out = PathBuf::from(value),
+                "--python" => o.python = value.clone(),
+                "--script" => o.script = value.clone(),
+                "--child" => o.child = Some(Kind::parse(value)?),
+                "--topic" => o.topic = Some(value.clone()),
+                _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
+            }
+        }
+        if o.messages == 0 || o.partitions < 1 || o.stops == 0 {
+            return Err("--messages, --partitions and --stops must be at least 1".into());
+        }
+        Ok(o)
+    }
+}
+
+/// Where the Python original is: the project's `shared/` folder, beside the work tree.
+fn default_script() -> String {
+    const CANDIDATES: [&str; 3] = [
+        "../shared/reference/seed_thread_manager.py",
+        "shared/reference/seed_thread_manager.py",
+        "/work/shared/reference/seed_thread_manager.py",
+    ];
+    CANDIDATES
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or(&CANDIDATES[2])
+        .to_string()
+}
+
+fn main() -> BoxResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = Options::parse(&args)?;
+    if let Some(kind) = o.child {
+        return consumers::run_child(&ChildArgs {
+            kind,
+            brokers: o.brokers.clone().ok_or("--child needs --brokers")?,
+            topic: o.topic.clone().ok_or("--child needs --topic")?,
+            messages: o.messages,
+            partitions: o.partitions,
+            stops: o.stops,
+        });
+    }
+    let started = Instant::now();
+    let broker = match &o.brokers {
+        Some(address) => Broker::given(address),
+        None => Broker::start_tansu()?,
+    };
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let topic = format!("ktm-bench-{nanos}");
+    let idle_topic = format!("{topic}-idle");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(produce::produce(
+            &broker.address,
+            &topic,
+            &idle_topic,
+            o.messages,
+            o.size,
+            o.partitions,
+        ))?;
+
+    let child = |kind: Kind, topic: &str| ChildArgs {
+        kind,
+        brokers: broker.address.clone(),
+        topic: topic.to_owned(),
+        messages: o.messages,
+        partitions: o.partitions,
+        stops: o.stops,
+    };
+    let measure = |kind: Kind| -> BoxResult<consumers::Throughput> {
+        let t = parse_result(&spawn_child(&child(kind, &topic))?)?;
+        eprintln!(
+            "{:>16}: {} messages in {:.2} s = {:.0}/s, peak RSS {:.1} MiB",
+            kind.name(),
+            t.messages,
+            t.seconds,
+            t.per_second(),
+            t.peak_rss_kib as f64 / 1024.0
+        );
+        Ok(t)
+    };
+    let raw_rskafka = measure(Kind::RawRskafka)?;
+    let manager_rskafka = measure(Kind::ManagerRskafka)?;
+    let raw_rdkafka = measure(Kind::RawRdkafka)?;
+    let manager_rdkafka = measure(Kind::ManagerRdkafka)?;
+    let stops_rskafka = parse_stops(&spawn_child(&child(Kind::StopRskafka, &idle_topic))?)?;
+    let stops_rdkafka = parse_stops(&spawn_child(&child(Kind::StopRdkafka, &idle_topic))?)?;
+    let close_raw_rdkafka = parse_stops(&spawn_child(&child(Kind::CloseRawRdkafka, &idle_topic))?)?;
+    let python = if o.skip_python {
+        Err("skipped (--skip-python)".to_owned())
+    } else {
+        python::run(
+            &o.python,
+            &o.script,
+            &broker.address,
+            &topic,
+            o.messages,
+            o.stops,
+        )
+    };
+    if let Err(why) = &python {
+        eprintln!("python original: not measured: {why}");
+    }
+
+    let mut notes = Vec::new();
+    notes.push(format!(
+        "The whole run took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let results = Results {
+        command: format!("cargo run --release -p ktm-bench -- {}", args.join(" "))
+            .trim_end()
+            .to_owned(),
+        broker: broker.description.clone(),
+        messages: o.messages,
+        size: o.size,
+        partitions: o.partitions,
+        raw_rskafka,
+        manager_rskafka,
+        raw_rdkafka,
+        manager_rdkafka,
+        stops_rskafka,
+        stops_rdkafka,
+        close_raw_rdkafka,
+        python,
+        notes,
+    };
+    write_outputs(&o.out, &results)?;
+    drop(broker);
+    Ok(())
+}
+
+/// Writes the report and the chart next to it, and prints the report and the bars.
+fn write_outputs(out: &Path, results: &Results) -> BoxResult<()> {
+    let svg_path = out.with_file_name("benchmarks.svg");
+    let svg_name = svg_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("benchmarks.svg")
+        .to_owned();
+    let md = results.markdown(&svg_name);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, &md)?;
+    let title = format!(
+        "Steady-state messages/s ({} x {} B, {} partitions)",
+        results.messages, results.size, results.partitions
+    );
+    std::fs::write(&svg_path, svg::chart(&title, &results.chart_rows()))?;
+    println!("{md}");
+    println!("workers (1 ms callback, 1/2/4/8 workers): {WORKERS_NOT_MEASURED}");
+    for b in results.bars() {
+        println!("bar: {}: {} -> {}", b.name, b.measured, b.verdict());
+    }
+    println!("wrote {} and {}", out.display(), svg_path.display());
+    Ok(())
+}

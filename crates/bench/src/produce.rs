@@ -1,0 +1,78 @@
+//! Creates the topics and produces the backlog with rskafka, in large batches from
+//! offset 0 (Tansu 0.6 returns wrong records to a fetch that starts inside a batch;
+//! every consumer here starts at offset 0, a batch boundary).
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rskafka::chrono::DateTime;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::ClientBuilder;
+use rskafka::record::Record;
+
+use crate::BoxResult;
+
+/// Records per produce request (1 MB at 100 B).
+const BATCH: usize = 10_000;
+
+/// `total` split over `partitions`, the first ones taking the remainder.
+pub(crate) fn split(total: u64, partitions: i32) -> Vec<u64> {
+    let n = u64::try_from(partitions.max(1)).unwrap_or(1);
+    (0..n)
+        .map(|i| total / n + u64::from(i < total % n))
+        .collect()
+}
+
+/// Creates `topic` (with `partitions` partitions) and an empty `idle_topic` with as
+/// many, then writes `messages` records of `size` bytes to `topic`.
+pub(crate) async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    idle_topic: &str,
+    messages: u64,
+    size: usize,
+    partitions: i32,
+) -> BoxResult<()> {
+    let client = ClientBuilder::new(vec![bootstrap.to_owned()])
+        .build()
+        .await?;
+    let controller = client.controller_client()?;
+    for t in [topic, idle_topic] {
+        controller.create_topic(t, partitions, 1, 5_000).await?;
+    }
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    let timestamp =
+        DateTime::from_timestamp_millis(i64::try_from(ms)?).ok_or("the clock is out of range")?;
+    let bar = ProgressBar::new(messages).with_style(
+        ProgressStyle::with_template("producing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    for (p, count) in (0..partitions).zip(split(messages, partitions)) {
+        let pc = client
+            .partition_client(topic, p, UnknownTopicHandling::Retry)
+            .await?;
+        let mut left = count;
+        while left > 0 {
+            let k = left.min(BATCH as u64);
+            let records = (0..k)
+                .map(|_| Record {
+                    key: None,
+                    value: Some(vec![b'x'; size]),
+                    headers: BTreeMap::new(),
+                    timestamp,
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression).await?;
+            left -= k;
+            bar.inc(k);
+        }
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "produced {messages} x {size} B over {partitions} partitions to {topic} in {:.1?}",
+        started.elapsed()
+    );
+    Ok(())
+}
