@@ -7,7 +7,10 @@
 //! - [`ThreadManager`]: owns the consumer thread and its lifecycle ([`State`]).
 //!
 //! Delivery is at-least-once: a position is committed only after every message before
-//! it was handled (its callback returned `Ok`).
+//! it was settled: handled (its callback returned `Ok`, perhaps after retries under the
+//! [`RetryPolicy`]), or deliberately disposed of by the [`FailurePolicy`] (skipped, or
+//! dead-lettered through a [`DeadLetterProducer`] and acknowledged by the broker).
+//! [`telemetry`] lists the metrics published through the `metrics` facade.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
