@@ -181,7 +181,9 @@ impl<H: Handle> Runner<H> {
                 Counters::bump(&self.shared.counters.retries);
                 self.progress.failures_of(&head.topic_partition()).retries += 1;
             }
-            let outcome = self.handler.call_async(&head).await;
+            // Retries are rare: whether TRACE is on is asked per attempt.
+            let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
+            let outcome = self.call_observed(&head, traced).await;
             let blocked = &mut self.blocked.entries[idx];
             match outcome {
                 Ok(()) => {

@@ -346,23 +346,7 @@ impl<H: Handle> Runner<H> {
         if !self.blocked.is_empty() && self.blocked.divert(message) {
             return None;
         }
-        let sampled = self.until_sample == 0;
-        self.until_sample = if sampled {
-            SAMPLE_EVERY - 1
-        } else {
-            self.until_sample - 1
-        };
-        let started = sampled.then(Instant::now);
-        let outcome = if traced {
-            let span = tracing::trace_span!(target: "ktm_core::callback", "callback",
-                topic = message.topic(), partition = message.partition(), offset = message.offset());
-            self.handler.call_async(message).instrument(span).await
-        } else {
-            self.handler.call_async(message).await
-        };
-        if let Some(started) = started {
-            self.sample_callback(message, started.elapsed());
-        }
+        let outcome = self.call_observed(message, traced).await;
         self.after_callback(message, outcome)
     }
 
@@ -494,9 +478,33 @@ impl<H: Handle> Runner<H> {
 }
 
 impl<H: Handle> Runner<H> {
-    fn sample_callback(&mut self, message: &Message, took: std::time::Duration) {
-        self.progress.callback_sample(message, took);
-        self.metrics.callback_sample(message, took);
+    /// Calls the handler off the tight loop: in a `callback` span when `traced`, and
+    /// timed for the histogram one call in `SAMPLE_EVERY`.
+    async fn call_observed(
+        &mut self,
+        message: &Message,
+        traced: bool,
+    ) -> Result<(), Box<CallbackFailure>> {
+        let sampled = self.until_sample == 0;
+        self.until_sample = if sampled {
+            SAMPLE_EVERY - 1
+        } else {
+            self.until_sample - 1
+        };
+        let started = sampled.then(Instant::now);
+        let outcome = if traced {
+            let span = tracing::trace_span!(target: "ktm_core::callback", "callback",
+                topic = message.topic(), partition = message.partition(), offset = message.offset());
+            self.handler.call_async(message).instrument(span).await
+        } else {
+            self.handler.call_async(message).await
+        };
+        if let Some(started) = started {
+            let took = started.elapsed();
+            self.progress.callback_sample(message, took);
+            self.metrics.callback_sample(message, took);
+        }
+        outcome
     }
 }
 

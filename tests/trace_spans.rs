@@ -1,0 +1,75 @@
+//! With TRACE on for `ktm_core::callback`, every callback invocation (retries too) runs
+//! in a `callback` span naming its message; rebalances get a span of their own.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{cluster_with, eventually};
+use kafka_thread_manager::{CommitPolicy, Message, RetryPolicy, ThreadManager};
+use tracing_subscriber::fmt::format::FmtSpan;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn callbacks_and_rebalances_run_in_spans() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    // Global, because the spans are entered on the consumer thread.
+    tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_env_filter("info,ktm_core::callback=trace")
+        .with_span_events(FmtSpan::NEW)
+        .init();
+
+    let cluster = cluster_with("t", 1, 5);
+    let mut failed_once = false;
+    let m = ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap())
+        .callback(move |m: &Message| -> Result<(), String> {
+            if m.offset() == 2 && !failed_once {
+                failed_once = true;
+                return Err("once".into());
+            }
+            Ok(())
+        })
+        .retry_policy(
+            RetryPolicy::retries(1).backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        )
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    eventually(Duration::from_secs(20), "all committed", || {
+        cluster.committed("g", "t", 0) == Some(5)
+    });
+    m.stop().unwrap();
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let spans_of = |offset: i64| {
+        log.lines()
+            .filter(|l| l.contains("callback{") && l.contains(&format!("offset={offset}}}")))
+            .count()
+    };
+    assert_eq!(spans_of(2), 2, "the first attempt and the retry:\n{log}");
+    for offset in [0, 1, 3, 4] {
+        assert_eq!(spans_of(offset), 1, "offset {offset}:\n{log}");
+    }
+    assert!(log.contains("rebalance{kind=\"assigned\"}"), "{log}");
+}
