@@ -4,25 +4,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster_with;
+use common::{cluster_with, Captured};
 use kafka_thread_manager::{Message, ThreadManager};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn start_and_stop_log_the_originals_lines() {
@@ -51,7 +36,7 @@ fn start_and_stop_log_the_originals_lines() {
     expired.start().unwrap();
     expired.wait(Some(Duration::from_secs(20))).unwrap();
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(
         log.contains("Kafka consumer started consuming in thread 'orders-consumer'"),
         "{log}"

@@ -5,26 +5,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{cluster_with, eventually};
+use common::{cluster_with, eventually, Captured};
 use kafka_thread_manager::{CommitPolicy, Message, RetryPolicy, ThreadManager};
 use tracing_subscriber::fmt::format::FmtSpan;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn callbacks_and_rebalances_run_in_spans() {
@@ -61,7 +46,7 @@ fn callbacks_and_rebalances_run_in_spans() {
     });
     m.stop().unwrap();
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let spans_of = |offset: i64| {
         log.lines()
             .filter(|l| l.contains("callback{") && l.contains(&format!("offset={offset}}}")))
