@@ -2,7 +2,9 @@
 //! send faults, no message is both committed past and unaccounted for: each message below
 //! its partition's committed offset was handled, dead-lettered, or skipped by policy
 //! (checked at every commit and at the end); nothing is dead-lettered or skipped that the
-//! policies did not give up on; `Stop` commits nothing past the first give-up.
+//! policies did not give up on; `Stop` commits nothing past the first give-up. The same
+//! holds with the callback on a worker pool (1-3 workers, partition or key order, queues
+//! small enough that partitions are paused for backpressure).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 use common::{deadlock_watchdog, Call, Observed};
 use kafka_thread_manager::mock::{Fault, FaultPlan, MockCluster};
 use kafka_thread_manager::{
-    CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, RetryPolicy, State,
-    ThreadManager, TopicPartition,
+    CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, ProcessingOrder, RetryPolicy,
+    State, ThreadManager, TopicPartition, WorkerPool,
 };
 use proptest::prelude::*;
 
@@ -53,6 +55,8 @@ struct Case {
     policy: Policy,
     send_faults: Vec<(u64, bool)>,
     commit_every: u64,
+    /// Workers, key order, queue capacity; `None`: the callback on the consumer thread.
+    pool: Option<(usize, bool, usize)>,
 }
 
 impl Case {
@@ -85,9 +89,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         ],
         prop::collection::vec((1u64..6, prop::bool::weighted(0.2)), 0..3),
         1u64..8,
+        prop::option::of((1usize..4, any::<bool>(), 1usize..8)),
     )
         .prop_map(
-            |(failing, max_retries, policy, send_faults, commit_every)| Case {
+            |(failing, max_retries, policy, send_faults, commit_every, pool)| Case {
                 failing: failing
                     .into_iter()
                     .map(|(p, o, failures, how)| ((p, o), Failing { failures, how }))
@@ -96,6 +101,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 policy,
                 send_faults,
                 commit_every,
+                pool,
             },
         )
 }
@@ -217,8 +223,22 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             ))
         }
     };
-    let manager = ThreadManager::builder(source)
-        .callback(callback)
+    let builder = ThreadManager::builder(source);
+    let builder = match case.pool {
+        None => builder.callback(callback),
+        Some((workers, by_key, capacity)) => {
+            let order = if by_key {
+                ProcessingOrder::Key
+            } else {
+                ProcessingOrder::Partition
+            };
+            let pool = WorkerPool::new(workers)
+                .order(order)
+                .queue_capacity(capacity);
+            builder.parallel_callback(pool, callback)
+        }
+    };
+    let manager = builder
         .retry_policy(
             RetryPolicy::retries(case.max_retries)
                 .backoff(Duration::from_millis(1), Duration::from_millis(3)),

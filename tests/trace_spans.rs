@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{cluster_with, eventually, Captured};
-use kafka_thread_manager::{CommitPolicy, Message, RetryPolicy, ThreadManager};
+use kafka_thread_manager::{CommitPolicy, Message, RetryPolicy, ThreadManager, WorkerPool};
 use tracing_subscriber::fmt::format::FmtSpan;
 
 #[test]
@@ -57,4 +57,25 @@ fn callbacks_and_rebalances_run_in_spans() {
         assert_eq!(spans_of(offset), 1, "offset {offset}:\n{log}");
     }
     assert!(log.contains("rebalance{kind=\"assigned\"}"), "{log}");
+
+    // On a worker pool: a span per callback on the workers, a batch's span its size.
+    let cluster = cluster_with("pooled", 2, 6);
+    let m = ThreadManager::builder(cluster.consumer("g").subscribe(["pooled"]).build().unwrap())
+        .parallel_callback(WorkerPool::new(2), |_: &Message| -> Result<(), String> {
+            Ok(())
+        })
+        .thread_lifetime(None)
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    eventually(Duration::from_secs(20), "pool committed", || {
+        (0..2).all(|p| cluster.committed("g", "pooled", p) == Some(3))
+    });
+    m.stop().unwrap();
+    let log = captured.text();
+    let pooled = log
+        .lines()
+        .filter(|l| l.contains("callback{topic=\"pooled\"") && l.contains("messages=1}"))
+        .count();
+    assert_eq!(pooled, 6, "one span per pooled callback:\n{log}");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_thread_manager::{
     CommitPolicy, DeadLetter, DeadLetterProducer, FailurePolicy, Message, MessageSource,
-    OffsetReset, RetryPolicy, State, StopReason, ThreadManager, TopicPartition,
+    OffsetReset, RetryPolicy, State, StopReason, ThreadManager, TopicPartition, WorkerPool,
 };
 
 /// A record to produce.
@@ -86,6 +86,9 @@ pub fn unique() -> String {
 }
 
 type Seen = Arc<Mutex<Vec<Message>>>;
+
+/// The (partition, offset) of each batch a batch callback was given.
+type Batches = Arc<Mutex<Vec<Vec<(i32, i64)>>>>;
 
 fn recording(seen: &Seen) -> impl FnMut(&Message) -> Result<(), std::io::Error> + Send + 'static {
     let seen = Arc::clone(seen);
@@ -526,6 +529,98 @@ fn failure_policy_run(f: &dyn Fixture, policy: &str) {
     }
 }
 
+/// The worker pool: per-partition order on parallel workers, with queues so small that
+/// partitions are paused and resumed at the source; what was handled is committed, and
+/// a batch callback in the same group resumes right after it, in ordered batches.
+pub fn worker_pool(f: &dyn Fixture) {
+    let topic = f.topic("pool");
+    let group = unique();
+    f.create_topic(&topic, 3);
+    fill(f, &topic, 3, 60);
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    let m = ThreadManager::builder(f.source(&group, &topic, OffsetReset::Earliest))
+        .parallel_callback(
+            WorkerPool::new(3).queue_capacity(4),
+            move |m: &Message| -> Result<(), std::io::Error> {
+                std::thread::sleep(Duration::from_millis(2));
+                sink.lock().unwrap().push(m.clone());
+                Ok(())
+            },
+        )
+        .commit_policy(CommitPolicy::Interval(Duration::from_secs(3600)))
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    wait_for(f.patience() * 4, "180 messages", || {
+        seen.lock().unwrap().len() >= 180
+    });
+    let report = m.stop().unwrap();
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+    for p in 0..3 {
+        let got: Vec<i64> = offsets(&seen)
+            .into_iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(
+            got,
+            (0..60).collect::<Vec<_>>(),
+            "partition {p}: in order, once"
+        );
+        let tp = TopicPartition::new(topic.as_str(), p);
+        assert_eq!(
+            report.committed.get(&tp),
+            Some(60),
+            "partition {p} committed"
+        );
+    }
+
+    for p in 0..3 {
+        let more = (60..80)
+            .map(|i| TestRecord::payload(&format!("p{p}-{i}")))
+            .collect();
+        f.produce(&topic, p, more);
+    }
+    let batches: Batches = Arc::default();
+    let sink = Arc::clone(&batches);
+    let m = ThreadManager::builder(f.source(&group, &topic, OffsetReset::Earliest))
+        .parallel_batch_callback(
+            WorkerPool::new(2).max_batch(8),
+            move |batch: &[Message]| -> Result<(), std::io::Error> {
+                let b = batch.iter().map(|m| (m.partition(), m.offset())).collect();
+                sink.lock().unwrap().push(b);
+                Ok(())
+            },
+        )
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    let count = || batches.lock().unwrap().iter().map(Vec::len).sum::<usize>();
+    wait_for(f.patience() * 4, "60 more messages", || count() >= 60);
+    m.stop().unwrap();
+    let batches = batches.lock().unwrap().clone();
+    let mut resumed: Vec<(i32, i64)> = Vec::new();
+    for b in &batches {
+        assert!(b.len() <= 8 && b.iter().all(|(p, _)| *p == b[0].0), "{b:?}");
+        assert!(
+            b.windows(2).all(|w| w[1].1 == w[0].1 + 1),
+            "consecutive: {b:?}"
+        );
+        resumed.extend(b);
+    }
+    resumed.sort_unstable();
+    let expected: Vec<(i32, i64)> = (0..3).flat_map(|p| (60..80).map(move |o| (p, o))).collect();
+    assert_eq!(
+        resumed, expected,
+        "resumed right after the committed positions"
+    );
+}
+
 /// Declares one `#[test]` per behaviour for a fixture expression of type
 /// `Option<impl Fixture>` (`None`: no broker; the reason is printed by the fixture).
 #[macro_export]
@@ -534,7 +629,7 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@tests $fixture;
             lifecycle_and_lifetime, stop_latency_is_bounded, at_least_once_under_callback_failure,
             commit_on_stop_and_resume, commit_on_revoke, keys_headers_and_payloads,
-            offset_reset_policies, bad_config_errors, failure_policies);
+            offset_reset_policies, bad_config_errors, failure_policies, worker_pool);
     };
     (@tests $fixture:expr; $($name:ident),*) => {
         $(

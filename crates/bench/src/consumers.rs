@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ktm_core::{CommitPolicy, Message as CoreMessage, OffsetReset, ThreadManager};
+use ktm_core::{CommitPolicy, Message as CoreMessage, OffsetReset, ThreadManager, WorkerPool};
 use ktm_rdkafka::RdkafkaSource;
 use ktm_rskafka::RskafkaSource;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -33,6 +33,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const CONSUME_DEADLINE: Duration = Duration::from_secs(900);
 /// How long a stop-latency run may wait for its assignment.
 const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
+/// What the slow callback of the worker-pool rows does per message.
+pub(crate) const SLOW_CALLBACK: Duration = Duration::from_millis(1);
 
 /// What a child process measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,9 @@ pub(crate) enum Kind {
     StopRdkafka,
     /// The close of a raw `BaseConsumer`: a reference for the rdkafka manager's stop.
     CloseRawRdkafka,
+    /// The manager on a worker pool with a callback sleeping [`SLOW_CALLBACK`].
+    PoolRskafka,
+    PoolRdkafka,
 }
 
 impl Kind {
@@ -57,6 +62,8 @@ impl Kind {
             Kind::StopRskafka => "stop-rskafka",
             Kind::StopRdkafka => "stop-rdkafka",
             Kind::CloseRawRdkafka => "close-raw-rdkafka",
+            Kind::PoolRskafka => "pool-rskafka",
+            Kind::PoolRdkafka => "pool-rdkafka",
         }
     }
 
@@ -69,6 +76,8 @@ impl Kind {
             Kind::StopRskafka,
             Kind::StopRdkafka,
             Kind::CloseRawRdkafka,
+            Kind::PoolRskafka,
+            Kind::PoolRdkafka,
         ]
         .into_iter()
         .find(|k| k.name() == s)
@@ -85,6 +94,8 @@ pub(crate) struct ChildArgs {
     pub(crate) messages: u64,
     pub(crate) partitions: i32,
     pub(crate) stops: usize,
+    /// Worker threads, for the pool kinds.
+    pub(crate) workers: usize,
 }
 
 /// A throughput measurement.
@@ -306,6 +317,30 @@ fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
             worker.join().map_err(|_| "the rdkafka loop panicked")??;
             result
         }
+        Kind::PoolRskafka | Kind::PoolRdkafka => {
+            let builder = if a.kind == Kind::PoolRskafka {
+                ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Earliest)?)
+            } else {
+                ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Earliest)?)
+            };
+            let m = Arc::clone(&meter);
+            let manager = builder
+                .thread_lifetime(None)
+                .commit_policy(CommitPolicy::Interval(Duration::from_secs(5)))
+                .parallel_callback(
+                    WorkerPool::new(a.workers),
+                    move |msg: &CoreMessage| -> Result<(), std::io::Error> {
+                        std::thread::sleep(SLOW_CALLBACK);
+                        m.record(msg.payload());
+                        Ok(())
+                    },
+                )
+                .build()?;
+            manager.start()?;
+            let result = meter.wait(&format!("{} x{}", a.kind.name(), a.workers));
+            manager.stop()?;
+            result
+        }
         _ => {
             let builder = if a.kind == Kind::ManagerRskafka {
                 ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Earliest)?)
@@ -425,6 +460,7 @@ pub(crate) fn spawn_child(a: &ChildArgs) -> BoxResult<String> {
         .args(["--messages", &a.messages.to_string()])
         .args(["--partitions", &a.partitions.to_string()])
         .args(["--stops", &a.stops.to_string()])
+        .args(["--workers", &a.workers.to_string()])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()?;

@@ -4,7 +4,8 @@
 //! given): produces a backlog, measures steady-state messages/s and peak RSS of a raw
 //! rskafka fetch loop, a raw rdkafka `BaseConsumer` loop, the `ThreadManager` on each
 //! backend and the Python original, then `stop()` latency of each manager and of the
-//! original, and writes `docs/BENCHMARKS.md` and `docs/benchmarks.svg`.
+//! original, then the manager on a worker pool of 1, 2, 4 and 8 workers with a callback
+//! sleeping 1 ms (8 partitions), and writes `docs/BENCHMARKS.md` and `docs/benchmarks.svg`.
 //!
 //! ```sh
 //! pip install confluent-kafka   # for the Python original
@@ -23,14 +24,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use broker::Broker;
 use consumers::{parse_result, parse_stops, spawn_child, ChildArgs, Kind};
-use report::{Results, WORKERS_NOT_MEASURED};
+use produce::TopicSpec;
+use report::{PoolRow, Results};
 
 /// The error type of the bench: any error, reported from `main`.
 pub(crate) type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const USAGE: &str = "usage: ktm-bench [--brokers HOST:PORT] [--messages N] [--size BYTES] \
-[--partitions P] [--stops K] [--out docs/BENCHMARKS.md] [--python PATH] [--script PATH] \
-[--skip-python]";
+[--partitions P] [--stops K] [--pool-messages N] [--out docs/BENCHMARKS.md] [--python PATH] \
+[--script PATH] [--skip-python]";
+
+/// Partitions of the worker-pool topic: 8 workers over 8 partitions.
+const POOL_PARTITIONS: i32 = 8;
+/// The worker counts measured with the slow callback.
+const POOL_WORKERS: [usize; 4] = [1, 2, 4, 8];
 
 /// The command-line options.
 struct Options {
@@ -39,6 +46,8 @@ struct Options {
     size: usize,
     partitions: i32,
     stops: usize,
+    /// Messages for each worker-pool run (a 1 ms callback: about 1,000/s per worker).
+    pool_messages: u64,
     out: PathBuf,
     python: String,
     script: String,
@@ -47,6 +56,8 @@ struct Options {
     child: Option<Kind>,
     /// `--topic`: the child's topic (internal).
     topic: Option<String>,
+    /// `--workers`: the child's worker count (internal).
+    workers: usize,
 }
 
 impl Options {
@@ -57,12 +68,14 @@ impl Options {
             size: 100,
             partitions: 3,
             stops: 20,
+            pool_messages: 8_000,
             out: PathBuf::from("docs/BENCHMARKS.md"),
             python: "python3".to_owned(),
             script: default_script(),
             skip_python: false,
             child: None,
             topic: None,
+            workers: 1,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -83,6 +96,8 @@ impl Options {
                 "--size" => o.size = value.parse()?,
                 "--partitions" => o.partitions = value.parse()?,
                 "--stops" => o.stops = value.parse()?,
+                "--pool-messages" => o.pool_messages = value.parse()?,
+                "--workers" => o.workers = value.parse()?,
                 "--out" => o.out = PathBuf::from(value),
                 "--python" => o.python = value.clone(),
                 "--script" => o.script = value.clone(),
@@ -91,8 +106,16 @@ impl Options {
                 _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
             }
         }
-        if o.messages == 0 || o.partitions < 1 || o.stops == 0 {
-            return Err("--messages, --partitions and --stops must be at least 1".into());
+        if o.messages == 0
+            || o.partitions < 1
+            || o.stops == 0
+            || o.pool_messages == 0
+            || o.workers == 0
+        {
+            return Err(
+                "--messages, --partitions, --stops, --pool-messages and --workers must be at least 1"
+                    .into(),
+            );
         }
         Ok(o)
     }
@@ -123,6 +146,7 @@ fn main() -> BoxResult<()> {
             messages: o.messages,
             partitions: o.partitions,
             stops: o.stops,
+            workers: o.workers,
         });
     }
     let started = Instant::now();
@@ -133,17 +157,28 @@ fn main() -> BoxResult<()> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let topic = format!("ktm-bench-{nanos}");
     let idle_topic = format!("{topic}-idle");
+    let pool_topic = format!("{topic}-pool");
+    let topics = [
+        TopicSpec {
+            name: &topic,
+            partitions: o.partitions,
+            messages: o.messages,
+        },
+        TopicSpec {
+            name: &idle_topic,
+            partitions: o.partitions,
+            messages: 0,
+        },
+        TopicSpec {
+            name: &pool_topic,
+            partitions: POOL_PARTITIONS,
+            messages: o.pool_messages,
+        },
+    ];
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(produce::produce(
-            &broker.address,
-            &topic,
-            &idle_topic,
-            o.messages,
-            o.size,
-            o.partitions,
-        ))?;
+        .block_on(produce::produce(&broker.address, &topics, o.size))?;
 
     let child = |kind: Kind, topic: &str| ChildArgs {
         kind,
@@ -152,6 +187,7 @@ fn main() -> BoxResult<()> {
         messages: o.messages,
         partitions: o.partitions,
         stops: o.stops,
+        workers: 1,
     };
     let measure = |kind: Kind| -> BoxResult<consumers::Throughput> {
         let t = parse_result(&spawn_child(&child(kind, &topic))?)?;
@@ -172,6 +208,29 @@ fn main() -> BoxResult<()> {
     let stops_rskafka = parse_stops(&spawn_child(&child(Kind::StopRskafka, &idle_topic))?)?;
     let stops_rdkafka = parse_stops(&spawn_child(&child(Kind::StopRdkafka, &idle_topic))?)?;
     let close_raw_rdkafka = parse_stops(&spawn_child(&child(Kind::CloseRawRdkafka, &idle_topic))?)?;
+    let mut pool_rows = Vec::new();
+    for kind in [Kind::PoolRskafka, Kind::PoolRdkafka] {
+        for workers in POOL_WORKERS {
+            let args = ChildArgs {
+                messages: o.pool_messages,
+                partitions: POOL_PARTITIONS,
+                workers,
+                ..child(kind, &pool_topic)
+            };
+            let t = parse_result(&spawn_child(&args)?)?;
+            eprintln!(
+                "{:>16}: {workers} workers: {:.0}/s, peak RSS {:.1} MiB",
+                kind.name(),
+                t.per_second(),
+                t.peak_rss_kib as f64 / 1024.0
+            );
+            pool_rows.push(PoolRow {
+                backend: kind,
+                workers,
+                throughput: t,
+            });
+        }
+    }
     let python = if o.skip_python {
         Err("skipped (--skip-python)".to_owned())
     } else {
@@ -209,6 +268,9 @@ fn main() -> BoxResult<()> {
         stops_rdkafka,
         close_raw_rdkafka,
         python,
+        pool_messages: o.pool_messages,
+        pool_partitions: POOL_PARTITIONS,
+        pool_rows,
         notes,
     };
     write_outputs(&o.out, &results)?;
@@ -224,7 +286,13 @@ fn write_outputs(out: &Path, results: &Results) -> BoxResult<()> {
         .and_then(|n| n.to_str())
         .unwrap_or("benchmarks.svg")
         .to_owned();
-    let md = results.markdown(&svg_name);
+    let pool_svg_path = out.with_file_name("benchmarks-workers.svg");
+    let pool_svg_name = pool_svg_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("benchmarks-workers.svg")
+        .to_owned();
+    let md = results.markdown(&svg_name, &pool_svg_name);
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -234,11 +302,23 @@ fn write_outputs(out: &Path, results: &Results) -> BoxResult<()> {
         results.messages, results.size, results.partitions
     );
     std::fs::write(&svg_path, svg::chart(&title, &results.chart_rows()))?;
+    let pool_title = format!(
+        "Messages/s with a 1 ms callback, by worker count ({} partitions)",
+        results.pool_partitions
+    );
+    std::fs::write(
+        &pool_svg_path,
+        svg::chart(&pool_title, &results.pool_chart_rows()),
+    )?;
     println!("{md}");
-    println!("workers (1 ms callback, 1/2/4/8 workers): {WORKERS_NOT_MEASURED}");
     for b in results.bars() {
         println!("bar: {}: {} -> {}", b.name, b.measured, b.verdict());
     }
-    println!("wrote {} and {}", out.display(), svg_path.display());
+    println!(
+        "wrote {}, {} and {}",
+        out.display(),
+        svg_path.display(),
+        pool_svg_path.display()
+    );
     Ok(())
 }

@@ -24,23 +24,37 @@ pub(crate) fn split(total: u64, partitions: i32) -> Vec<u64> {
         .collect()
 }
 
-/// Creates `topic` (with `partitions` partitions) and an empty `idle_topic` with as
-/// many, then writes `messages` records of `size` bytes to `topic`.
+/// A topic to create and what to write to it.
+pub(crate) struct TopicSpec<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) partitions: i32,
+    /// Records spread evenly over the partitions (0: an empty topic).
+    pub(crate) messages: u64,
+}
+
+/// Creates each topic and writes its records of `size` bytes.
 pub(crate) async fn produce(
     bootstrap: &str,
-    topic: &str,
-    idle_topic: &str,
-    messages: u64,
+    topics: &[TopicSpec<'_>],
     size: usize,
-    partitions: i32,
 ) -> BoxResult<()> {
     let client = ClientBuilder::new(vec![bootstrap.to_owned()])
         .build()
         .await?;
     let controller = client.controller_client()?;
-    for t in [topic, idle_topic] {
-        controller.create_topic(t, partitions, 1, 5_000).await?;
+    for t in topics {
+        controller
+            .create_topic(t.name, t.partitions, 1, 5_000)
+            .await?;
     }
+    for t in topics.iter().filter(|t| t.messages > 0) {
+        fill(&client, t, size).await?;
+    }
+    Ok(())
+}
+
+async fn fill(client: &rskafka::client::Client, t: &TopicSpec<'_>, size: usize) -> BoxResult<()> {
+    let (topic, messages, partitions) = (t.name, t.messages, t.partitions);
     let ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let timestamp =
         DateTime::from_timestamp_millis(i64::try_from(ms)?).ok_or("the clock is out of range")?;

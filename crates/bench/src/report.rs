@@ -3,12 +3,22 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::consumers::Throughput;
+use crate::consumers::{Kind, Throughput, SLOW_CALLBACK};
 use crate::python::PythonOutcome;
 
-/// The workers row of the issue: the pool does not exist yet.
-pub(crate) const WORKERS_NOT_MEASURED: &str =
-    "not measured: the worker pool (issue 7) is not built yet";
+/// One worker-pool run: a backend, a worker count, what it reached.
+pub(crate) struct PoolRow {
+    pub(crate) backend: Kind,
+    pub(crate) workers: usize,
+    pub(crate) throughput: Throughput,
+}
+
+fn backend_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::PoolRdkafka => "ThreadManager + ktm-rdkafka",
+        _ => "ThreadManager + ktm-rskafka",
+    }
+}
 
 /// Everything one run measured, and how it was set up.
 pub(crate) struct Results {
@@ -26,6 +36,9 @@ pub(crate) struct Results {
     /// Closing a raw `BaseConsumer` the same way: a reference, not a bar.
     pub(crate) close_raw_rdkafka: Vec<f64>,
     pub(crate) python: PythonOutcome,
+    pub(crate) pool_messages: u64,
+    pub(crate) pool_partitions: i32,
+    pub(crate) pool_rows: Vec<PoolRow>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -139,7 +152,76 @@ impl Results {
                 },
             });
         }
+        for kind in [Kind::PoolRskafka, Kind::PoolRdkafka] {
+            let of = |w: usize| {
+                self.pool_rows
+                    .iter()
+                    .find(|r| r.backend == kind && r.workers == w)
+                    .map(|r| r.throughput.per_second())
+            };
+            if let (Some(one), Some(eight)) = (of(1), of(8)) {
+                let ratio = eight / one;
+                bars.push(Bar {
+                    name: format!(
+                        "{} with a 1 ms callback: 8 workers over 8 partitions >= 6 x 1 worker",
+                        backend_name(kind)
+                    ),
+                    measured: format!("{ratio:.2} x"),
+                    pass: Some(ratio >= 6.0),
+                });
+            }
+        }
         bars
+    }
+
+    /// The worker-pool rows for their chart: (consumer and workers, messages/s).
+    pub(crate) fn pool_chart_rows(&self) -> Vec<(String, f64)> {
+        self.pool_rows
+            .iter()
+            .map(|r| {
+                let backend = backend_name(r.backend).trim_start_matches("ThreadManager + ");
+                (
+                    format!("{backend}, {} workers", r.workers),
+                    r.throughput.per_second(),
+                )
+            })
+            .collect()
+    }
+
+    /// The worker-pool table: messages/s per worker count, and the speed-up over one.
+    fn pool_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "{} messages of {} B over {} partitions; the callback sleeps {} ms per message; \
+             `WorkerPool::new(n)` with the default queue (256 messages per worker) and \
+             partition order.\n",
+            self.pool_messages,
+            self.size,
+            self.pool_partitions,
+            SLOW_CALLBACK.as_millis()
+        );
+        let _ = writeln!(
+            s,
+            "| consumer | workers | steady-state messages/s | vs 1 worker | peak RSS (MiB) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for row in &self.pool_rows {
+            let one = self
+                .pool_rows
+                .iter()
+                .find(|r| r.backend == row.backend && r.workers == 1)
+                .map_or(f64::NAN, |r| r.throughput.per_second());
+            let t = &row.throughput;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.2} | {:.1} |",
+                backend_name(row.backend),
+                row.workers,
+                t.per_second(),
+                t.per_second() / one,
+                mib(t.peak_rss_kib)
+            );
+        }
     }
 
     /// The throughput rows: (consumer, messages/s) for the chart.
@@ -172,7 +254,7 @@ impl Results {
     }
 
     /// `docs/BENCHMARKS.md`.
-    pub(crate) fn markdown(&self, svg_name: &str) -> String {
+    pub(crate) fn markdown(&self, svg_name: &str, pool_svg_name: &str) -> String {
         let mut s = String::new();
         let now = utc_now();
         let _ = writeln!(s, "# Benchmarks\n");
@@ -285,8 +367,8 @@ impl Results {
             s,
             "\n## Callback sleeping 1 ms, with 1, 2, 4 and 8 workers\n"
         );
-        let _ = writeln!(s, "| workers | messages/s |\n|---|---|");
-        let _ = writeln!(s, "| 1, 2, 4, 8 | {WORKERS_NOT_MEASURED} |");
+        self.pool_table(&mut s);
+        let _ = writeln!(s, "\n![messages/s by worker count]({pool_svg_name})");
         let _ = writeln!(s, "\n## Bars\n");
         let _ = writeln!(s, "| bar | this run | pass |\n|---|---|---|");
         for b in self.bars() {

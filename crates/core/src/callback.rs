@@ -101,6 +101,30 @@ where
     }
 }
 
+/// A handler of batches: consecutive messages of **one partition**, in offset order, at
+/// most [`WorkerPool::max_batch`](crate::WorkerPool::max_batch) of them; for handlers that
+/// write in bulk.
+///
+/// Any `FnMut(&[Message]) -> Result<(), E> + Send + 'static` with
+/// `E: Into<CallbackError>` is one. `Ok` means every message of the batch is handled. An
+/// error fails the batch as a whole: the [`RetryPolicy`](crate::RetryPolicy) retries the
+/// same batch, and the [`FailurePolicy`](crate::FailurePolicy) then applies to each of its
+/// messages (skipped, or dead-lettered one by one, or the manager stops before it).
+pub trait BatchCallback: Send + 'static {
+    /// Handles one batch.
+    fn call(&mut self, batch: &[Message]) -> Result<(), CallbackError>;
+}
+
+impl<F, E> BatchCallback for F
+where
+    F: FnMut(&[Message]) -> Result<(), E> + Send + 'static,
+    E: Into<CallbackError>,
+{
+    fn call(&mut self, batch: &[Message]) -> Result<(), CallbackError> {
+        self(batch).map_err(Into::into)
+    }
+}
+
 /// An asynchronous per-message handler; it runs on the consumer thread's runtime.
 #[async_trait]
 pub trait AsyncCallback: Send + 'static {
@@ -168,6 +192,7 @@ pub(crate) trait Handle: Send + 'static {
 }
 
 /// A sync [`Callback`] as a [`Handle`].
+#[derive(Clone)]
 pub(crate) struct SyncHandler<C>(pub(crate) C);
 
 /// An [`AsyncCallback`] as a [`Handle`].
@@ -214,9 +239,34 @@ impl<A: AsyncCallback> Handle for AsyncHandler<A> {
     }
 }
 
+/// The runner's handler when the callback runs on a worker pool: the runner dispatches
+/// instead of calling it.
+pub(crate) struct Dispatched;
+
+impl Handle for Dispatched {
+    const SYNC: bool = false;
+
+    fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
+        // Never called; should it be, fail the message (nothing is committed past it).
+        Err(failure(
+            message,
+            Ok(Err(CallbackError::permanent(
+                "internal error: a pooled handler called on the consumer thread",
+            ))),
+        ))
+    }
+
+    fn call_async<'a>(
+        &'a mut self,
+        message: &'a Message,
+    ) -> impl Future<Output = Result<(), Box<CallbackFailure>>> + Send + 'a {
+        std::future::ready(self.call_sync(message))
+    }
+}
+
 /// Boxed, so the per-message outcome type stays one word on the success path.
 #[cold]
-fn failure(
+pub(crate) fn failure(
     message: &Message,
     outcome: Result<Result<(), CallbackError>, Box<dyn Any + Send>>,
 ) -> Box<CallbackFailure> {

@@ -75,6 +75,12 @@ pub enum BuildError {
         /// The maximum delay given.
         max: Duration,
     },
+    /// A [`WorkerPool`](crate::WorkerPool) setting is out of range.
+    #[error("worker pool is invalid: {reason}")]
+    InvalidWorkerPool {
+        /// Which setting, and why.
+        reason: &'static str,
+    },
     /// The retry policy's backoff is zero or reversed, or its time bound is zero.
     #[error("retry policy is invalid: {reason}")]
     InvalidRetryPolicy {

@@ -5,6 +5,9 @@
 //!   `ktm-rdkafka`, `ktm-mock`).
 //! - [`Callback`] / [`AsyncCallback`]: the per-message handler.
 //! - [`ThreadManager`]: owns the consumer thread and its lifecycle ([`State`]).
+//! - [`WorkerPool`]: optional worker threads for slow callbacks, in partition (or key)
+//!   order, with bounded queues that pause partitions at the source; also the home of
+//!   [`BatchCallback`].
 //!
 //! Delivery is at-least-once: a position is committed only after every message before
 //! it was settled: handled (its callback returned `Ok`, perhaps after retries under the
@@ -25,6 +28,7 @@ pub mod lifecycle;
 mod manager;
 mod message;
 mod offsets;
+mod pool;
 mod progress;
 mod runner;
 mod source;
@@ -33,7 +37,9 @@ mod stop_signal;
 pub mod telemetry;
 
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
-pub use callback::{AsyncCallback, Callback, CallbackError, CallbackFailure, FailureKind};
+pub use callback::{
+    AsyncCallback, BatchCallback, Callback, CallbackError, CallbackFailure, FailureKind,
+};
 pub use callback_time::CallbackTime;
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};
 pub use consumer_config::{
@@ -48,6 +54,7 @@ pub use lifecycle::{State, StateChange, Trigger};
 pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
 pub use offsets::{OffsetReset, Offsets};
+pub use pool::{ProcessingOrder, WorkerPool};
 pub use source::{MessageSource, PollBatch, SourceEvent};
 pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
 

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) live: Mutex<LiveState>,
     pub(crate) thread_id: OnceLock<ThreadId>,
+    /// The worker threads of a pool: `stop()` from a callback there must not join either.
+    pub(crate) worker_threads: Mutex<Vec<ThreadId>>,
 }
 
 /// Poisoning only means another thread panicked while holding the lock; the data is
@@ -208,6 +210,7 @@ impl ThreadManager {
                 counters: Counters::default(),
                 live: Mutex::new(LiveState::default()),
                 thread_id: OnceLock::new(),
+                worker_threads: Mutex::new(Vec::new()),
             }),
             pending: Mutex::new(Some(Pending {
                 source,
@@ -362,6 +365,8 @@ impl ThreadManager {
             assignment: live.assignment.iter().cloned().collect(),
             last_error: live.last_error.clone(),
             partitions: live.partitions.clone(),
+            in_flight: live.pool_backlog.0,
+            held: live.pool_backlog.1,
         }
     }
 
@@ -386,8 +391,10 @@ impl ThreadManager {
         }
     }
 
+    /// On the consumer thread or one of its workers: where joining would deadlock.
     fn on_consumer_thread(&self) -> bool {
-        self.shared.thread_id.get() == Some(&std::thread::current().id())
+        let me = std::thread::current().id();
+        self.shared.thread_id.get() == Some(&me) || lock(&self.shared.worker_threads).contains(&me)
     }
 
     fn join_thread(&self) {

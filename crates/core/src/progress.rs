@@ -107,6 +107,20 @@ impl Progress {
         }
     }
 
+    /// Counts a message a worker handled; its position moves separately ([`Self::advance`]),
+    /// as workers may finish a partition's messages out of order.
+    pub(crate) fn count_handled(&mut self, message: &Message) {
+        let idx = self.index_of(message.topic_arc(), message.partition());
+        self.partitions[idx].count += 1;
+    }
+
+    /// Moves the position of the message's partition to `position` (never back).
+    pub(crate) fn advance(&mut self, message: &Message, position: i64) {
+        let idx = self.index_of(message.topic_arc(), message.partition());
+        let p = &mut self.partitions[idx];
+        p.handled = p.handled.max(position);
+    }
+
     /// Moves the position past a message the failure policy disposed of (skipped or
     /// dead-lettered): committable, but not counted as handled.
     pub(crate) fn disposed(&mut self, message: &Message) {

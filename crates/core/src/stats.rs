@@ -116,6 +116,12 @@ pub struct Stats {
     pub last_error: Option<String>,
     /// Per-partition progress and lag, as of the end of the last batch.
     pub partitions: Vec<PartitionStats>,
+    /// With a [`WorkerPool`](crate::WorkerPool): messages handed to workers and not yet
+    /// settled (queued or running), as of the last poll.
+    pub in_flight: usize,
+    /// With a [`WorkerPool`](crate::WorkerPool): messages held back, their partitions
+    /// paused, because their worker's queue was full; as of the last poll.
+    pub held: usize,
 }
 
 /// One partition's progress, as of the end of the consumer thread's last batch.
@@ -202,4 +208,6 @@ pub(crate) struct LiveState {
     pub(crate) committed: Offsets,
     pub(crate) assignment: BTreeSet<TopicPartition>,
     pub(crate) last_error: Option<String>,
+    /// The pool's in-flight and held messages.
+    pub(crate) pool_backlog: (usize, usize),
 }

@@ -19,6 +19,8 @@
 //! | `ktm_callback_duration_seconds` | histogram | sampled callback durations (1 in 64) |
 //! | `ktm_commits_total`, `ktm_commit_errors_total`, `ktm_poll_errors_total`, `ktm_rebalances_total` | counter | per consumer (label `group`) |
 //! | `ktm_assigned_partitions` | gauge | partitions assigned now |
+//! | `ktm_pool_in_flight_messages` | gauge | with a worker pool: messages queued or running, unsettled |
+//! | `ktm_pool_held_messages` | gauge | with a worker pool: messages held back, their partitions paused |
 //!
 //! Published once per polled batch (and per commit), never per message; the callback
 //! histogram is fed by the same samples as [`PartitionStats::callback_time`].
@@ -123,6 +125,8 @@ pub(crate) struct ConsumerMetrics {
     poll_errors: Total,
     rebalances: Total,
     assigned: Gauge,
+    in_flight: Gauge,
+    held: Gauge,
 }
 
 impl ConsumerMetrics {
@@ -136,6 +140,8 @@ impl ConsumerMetrics {
             poll_errors: Total::new(counter!("ktm_poll_errors_total", labels.iter())),
             rebalances: Total::new(counter!("ktm_rebalances_total", labels.iter())),
             assigned: gauge!("ktm_assigned_partitions", labels.iter()),
+            in_flight: gauge!("ktm_pool_in_flight_messages", labels.iter()),
+            held: gauge!("ktm_pool_held_messages", labels.iter()),
             group,
         }
     }
@@ -146,6 +152,7 @@ impl ConsumerMetrics {
         partitions: &[PartitionStats],
         counters: &Counters,
         assigned: usize,
+        (in_flight, held): (usize, usize),
     ) {
         for p in partitions {
             let idx = self.index_of(&p.tp);
@@ -156,6 +163,8 @@ impl ConsumerMetrics {
         self.poll_errors.publish_atomic(&counters.poll_errors);
         self.rebalances.publish_atomic(&counters.rebalances);
         self.assigned.set(assigned as f64);
+        self.in_flight.set(in_flight as f64);
+        self.held.set(held as f64);
     }
 
     /// Drops partitions the consumer gave up: their lag is another consumer's now (zeroed

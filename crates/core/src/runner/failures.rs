@@ -66,6 +66,29 @@ impl BlockedPartitions {
         self.entries.iter().map(|b| b.next_at).min()
     }
 
+    /// Queues a message a worker gave up on for its dead letter, produced by the runner
+    /// (with backoff on send failures) as the next due attempt.
+    pub(super) fn push_dead_letter(
+        &mut self,
+        message: Message,
+        attempts: u32,
+        failure: Box<CallbackFailure>,
+        bounds: crate::RetryBackoff,
+    ) {
+        let now = Instant::now();
+        self.entries.push(Blocked {
+            tp: message.topic_partition(),
+            pending: VecDeque::from([message]),
+            attempts,
+            first_failed_at: now,
+            next_at: now,
+            backoff: Backoff::new(bounds),
+            last_failure: Some(failure),
+            dead_lettering: true,
+            paused: false,
+        });
+    }
+
     /// Drops the partitions the consumer no longer owns: their unsettled messages are
     /// uncommitted and go to the new owner.
     pub(super) fn forget(&mut self, gone: &[TopicPartition]) {
@@ -317,7 +340,7 @@ impl<H: Handle> Runner<H> {
                 self.progress
                     .failures_of(&head.topic_partition())
                     .dead_lettered += 1;
-                self.progress.disposed(head);
+                self.settle_message(head);
                 self.handled_since_commit += 1;
                 Ok(true)
             }
@@ -359,7 +382,9 @@ impl<H: Handle> Runner<H> {
     /// queued behind the failed message.
     fn pause(&mut self, idx: usize) {
         let blocked = &mut self.blocked.entries[idx];
-        if blocked.paused {
+        // With a worker pool the dispatcher owns pausing (its in-flight bound holds a
+        // partition whose dead letter is slow); a second owner would resume it early.
+        if blocked.paused || self.pool.is_some() {
             return;
         }
         match self.source.pause(std::slice::from_ref(&blocked.tp)) {

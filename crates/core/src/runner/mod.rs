@@ -2,6 +2,7 @@
 
 mod commit;
 mod failures;
+mod pool;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::callback::{panic_message, Handle};
 use crate::lifecycle::Trigger;
 use crate::manager::{build_report, lock, LaunchArgs, RunConfig, Shared};
+use crate::pool::Dispatcher;
 use crate::progress::Progress;
 use crate::stats::Counters;
 use crate::telemetry::ConsumerMetrics;
@@ -62,6 +64,10 @@ pub(crate) struct Runner<H> {
     metrics: ConsumerMetrics,
     /// Messages on the async path until the next timed callback.
     until_sample: usize,
+    /// The worker pool, when the callback runs on workers rather than here.
+    pool: Option<Dispatcher>,
+    /// Why the worker pool could not be started; the thread then stops at once.
+    pool_error: Option<String>,
 }
 
 impl<H: Handle> Runner<H> {
@@ -86,8 +92,19 @@ impl<H: Handle> Runner<H> {
             blocked: BlockedPartitions::default(),
             metrics: ConsumerMetrics::new(source.group_id()),
             until_sample: 0,
+            pool: None,
+            pool_error: None,
             source,
         }
+    }
+
+    /// Runs the callback on this worker pool (or fails at once with `Err`).
+    pub(crate) fn with_pool(mut self, pool: std::io::Result<Dispatcher>) -> Self {
+        match pool {
+            Ok(pool) => self.pool = Some(pool),
+            Err(e) => self.pool_error = Some(format!("could not spawn a worker thread: {e}")),
+        }
+        self
     }
 
     /// The thread's body. Never panics: panics of the source are caught and end `Failed`.
@@ -133,7 +150,16 @@ impl<H: Handle> Runner<H> {
             .thread_lifetime
             .map(|l| tokio::time::Instant::from_std(self.started_at + l));
         let mut poll_backoff = Backoff::new(self.config.retry_backoff);
+        if let Some(e) = self.pool_error.take() {
+            error!(error = %e, "the worker pool did not start");
+            return StopReason::SpawnFailed(e);
+        }
         loop {
+            if self.pool.is_some() {
+                if let Some(reason) = self.pump_pool(None).await {
+                    return reason;
+                }
+            }
             if !self.blocked.is_empty() {
                 if let Some(reason) = self.retry_due().await {
                     return reason;
@@ -159,6 +185,16 @@ impl<H: Handle> Runner<H> {
                 () = until(deadline) => return StopReason::LifetimeExpired,
                 () = until(retry_at) => continue,
                 r = self.source.poll(self.config.poll_timeout, &mut self.batch) => r,
+                // After the poll, so a steady stream of reports cannot starve it (the loop
+                // drains reports at its top anyway). A report cancels a waiting poll (it
+                // is cancel-safe): it may free room for a held partition, or make a
+                // commit due.
+                report = next_report(&mut self.pool) => {
+                    if let Some(reason) = self.pump_pool(Some(report)).await {
+                        return reason;
+                    }
+                    continue;
+                }
             };
             if let Err(e) = polled {
                 if !e.is_transient() {
@@ -185,7 +221,12 @@ impl<H: Handle> Runner<H> {
             }
             // Before the batch too, so lag is visible while a slow batch runs.
             self.publish_partitions();
-            let stop = self.handle_batch(deadline).await;
+            let stop = if self.pool.is_some() {
+                self.dispatch_batch();
+                None
+            } else {
+                self.handle_batch(deadline).await
+            };
             if stop.is_none() && (self.count_commit_due() || self.interval_commit_due()) {
                 if let Err(reason) = self.commit_periodically().await {
                     return reason;
@@ -202,11 +243,13 @@ impl<H: Handle> Runner<H> {
     /// the per-message path stays free of locks.
     fn publish_partitions(&mut self) {
         let snapshot = self.progress.snapshot(Instant::now());
+        let backlog = self.pool.as_ref().map_or((0, 0), Dispatcher::backlog);
         let mut live = lock(&self.shared.live);
         let assigned = live.assignment.len();
         self.metrics
-            .publish(&snapshot, &self.shared.counters, assigned);
+            .publish(&snapshot, &self.shared.counters, assigned, backlog);
         live.partitions = snapshot;
+        live.pool_backlog = backlog;
     }
 
     /// Calls back for each message of the batch; `Some` when the thread must stop.
@@ -419,6 +462,9 @@ impl<H: Handle> Runner<H> {
         drop(live);
         self.progress.forget(&gone);
         self.blocked.forget(&gone);
+        if let Some(pool) = self.pool.as_mut() {
+            pool.forget(&gone);
+        }
         self.metrics.forget(&gone);
     }
 
@@ -514,6 +560,14 @@ fn record_handled(progress: &mut Progress, counters: &Counters, run: &[Message])
         progress.handled(message);
     }
     Counters::add(&counters.handled, run.len() as u64);
+}
+
+/// The next report of the worker pool; never completes without one.
+async fn next_report(pool: &mut Option<Dispatcher>) -> crate::pool::Report {
+    match pool {
+        Some(pool) => pool.next_report().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

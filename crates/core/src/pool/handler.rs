@@ -1,0 +1,117 @@
+//! How a worker calls the user's handler on a run of messages of one partition:
+//! message by message, or as one batch.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::callback::{failure, Handle, SyncHandler};
+use crate::{BatchCallback, Callback, CallbackFailure, Message};
+
+/// What became of a run handed to a [`RunHandler`].
+pub(crate) enum RunOutcome {
+    /// Every message was handled.
+    Done,
+    /// The worker was halted after `handled` messages; the rest were not started.
+    Halted { handled: usize },
+    /// The first `handled` messages were handled; the `failed` after them failed as one
+    /// unit (one message, or the whole batch).
+    Failed {
+        handled: usize,
+        failed: usize,
+        failure: Box<CallbackFailure>,
+    },
+}
+
+/// The user's handler as a worker runs it.
+pub(crate) trait RunHandler: Send + 'static {
+    /// The longest run handed to one [`handle`](Self::handle).
+    fn max_run(&self, max_batch: usize) -> usize;
+
+    /// Handles `run` (one partition, offset order); `halted` is checked between
+    /// messages. Also returns one sampled callback duration.
+    fn handle(
+        &mut self,
+        run: &[Message],
+        halted: &dyn Fn() -> bool,
+    ) -> (RunOutcome, Option<Duration>);
+}
+
+/// A per-message [`Callback`], called for each message of the run.
+#[derive(Clone)]
+pub(crate) struct PerMessage<C>(pub(crate) SyncHandler<C>);
+
+/// Messages a per-message worker takes at once: its reports (and so commits) follow
+/// each run, and one lock per run keeps the queue cheap for fast callbacks.
+const PER_MESSAGE_RUN: usize = 64;
+
+impl<C: Callback> RunHandler for PerMessage<C> {
+    fn max_run(&self, _max_batch: usize) -> usize {
+        PER_MESSAGE_RUN
+    }
+
+    fn handle(
+        &mut self,
+        run: &[Message],
+        halted: &dyn Fn() -> bool,
+    ) -> (RunOutcome, Option<Duration>) {
+        let mut sample = None;
+        // Asked once per run: a span per callback only when TRACE is on for us.
+        let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
+        for (i, message) in run.iter().enumerate() {
+            if halted() {
+                return (RunOutcome::Halted { handled: i }, sample);
+            }
+            // The first message of a run is timed: one clock pair per run, not per message.
+            let started = (i == 0).then(Instant::now);
+            let _span = traced.then(|| callback_span(message, 1).entered());
+            if let Err(failure) = self.0.call_sync(message) {
+                let outcome = RunOutcome::Failed {
+                    handled: i,
+                    failed: 1,
+                    failure,
+                };
+                return (outcome, sample);
+            }
+            sample = sample.or(started.map(|s| s.elapsed()));
+        }
+        (RunOutcome::Done, sample)
+    }
+}
+
+/// A [`BatchCallback`], called once per run: a run is its batch.
+#[derive(Clone)]
+pub(crate) struct PerBatch<B>(pub(crate) B);
+
+impl<B: BatchCallback> RunHandler for PerBatch<B> {
+    fn max_run(&self, max_batch: usize) -> usize {
+        max_batch
+    }
+
+    fn handle(
+        &mut self,
+        run: &[Message],
+        _halted: &dyn Fn() -> bool,
+    ) -> (RunOutcome, Option<Duration>) {
+        let Some(first) = run.first() else {
+            return (RunOutcome::Done, None);
+        };
+        let started = Instant::now();
+        let _span = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE)
+            .then(|| callback_span(first, run.len()).entered());
+        let outcome = match catch_unwind(AssertUnwindSafe(|| self.0.call(run))) {
+            Ok(Ok(())) => RunOutcome::Done,
+            outcome => RunOutcome::Failed {
+                handled: 0,
+                failed: run.len(),
+                failure: failure(first, outcome),
+            },
+        };
+        (outcome, Some(started.elapsed()))
+    }
+}
+
+/// The `callback` span of the consumer thread's path, with the batch size added.
+fn callback_span(first: &Message, messages: usize) -> tracing::Span {
+    tracing::trace_span!(target: "ktm_core::callback", "callback",
+        topic = first.topic(), partition = first.partition(), offset = first.offset(), messages)
+}

@@ -1,0 +1,178 @@
+//! A worker thread: takes runs from its queue, calls the handler, retries a failed
+//! message (or batch) in place under the retry policy, and reports to the consumer
+//! thread. Retrying here keeps the partition's order: nothing behind the failed message
+//! on this worker starts before it is settled.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::warn;
+
+use super::dispatch::{Dispatcher, Report};
+use super::handler::{RunHandler, RunOutcome};
+use super::queue::WorkQueue;
+use super::WorkerPool;
+use crate::backoff::Backoff;
+use crate::manager::{lock, Shared};
+use crate::{CallbackFailure, FailureKind, Message, RetryPolicy};
+
+/// What every worker of a pool runs with.
+#[derive(Clone, Copy)]
+pub(crate) struct WorkerSettings {
+    pub(crate) pool: WorkerPool,
+    pub(crate) retry: RetryPolicy,
+    /// Under `FailurePolicy::Stop`: after giving up on a message the worker takes no more
+    /// work, so nothing behind the failed message is handled.
+    pub(crate) halt_on_give_up: bool,
+}
+
+/// Spawns one thread per handler, named after the consumer thread, and registers them so
+/// that `stop()` from a callback is recognised.
+pub(crate) fn spawn_workers<R: RunHandler>(
+    handlers: Vec<R>,
+    settings: WorkerSettings,
+    shared: &Shared,
+) -> std::io::Result<Dispatcher> {
+    let (reports, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let prefix = std::thread::current()
+        .name()
+        .unwrap_or("ktm-consumer")
+        .to_owned();
+    let mut queues = Vec::with_capacity(handlers.len());
+    let mut threads = Vec::with_capacity(handlers.len());
+    for (i, handler) in handlers.into_iter().enumerate() {
+        let queue = Arc::new(WorkQueue::new(settings.pool.capacity()));
+        let (q, r) = (Arc::clone(&queue), reports.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("{prefix}-worker-{i}"))
+            .spawn(move || work(handler, &q, &r, settings));
+        match spawned {
+            Ok(thread) => {
+                lock(&shared.worker_threads).push(thread.thread().id());
+                queues.push(queue);
+                threads.push(thread);
+            }
+            Err(e) => {
+                for q in &queues {
+                    q.halt();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Dispatcher::new(
+        queues,
+        threads,
+        receiver,
+        settings.pool.processing_order(),
+    ))
+}
+
+fn work<R: RunHandler>(
+    mut handler: R,
+    queue: &WorkQueue,
+    reports: &UnboundedSender<Report>,
+    settings: WorkerSettings,
+) {
+    let max_run = handler.max_run(settings.pool.batch_limit()).max(1);
+    let mut run = Vec::with_capacity(max_run);
+    while queue.take_run(max_run, &mut run) {
+        if !handle_run(&mut handler, &mut run, queue, reports, &settings) {
+            return;
+        }
+    }
+}
+
+/// The failed unit being retried (a message, or a batch): attempts so far, its backoff.
+/// A unit that was handled ends it, so the next failure starts a new one.
+struct Failing {
+    attempts: u32,
+    first_failed_at: Instant,
+    backoff: Backoff,
+}
+
+/// Works through one run, retrying a failed unit in place; `false` when the worker must
+/// take no more work (halted, or gave up under the `Stop` policy).
+fn handle_run<R: RunHandler>(
+    handler: &mut R,
+    run: &mut Vec<Message>,
+    queue: &WorkQueue,
+    reports: &UnboundedSender<Report>,
+    settings: &WorkerSettings,
+) -> bool {
+    let halted = || queue.is_halted();
+    let mut start = 0;
+    let mut failing: Option<Failing> = None;
+    while start < run.len() {
+        let (outcome, sample) = handler.handle(&run[start..], &halted);
+        let (handled, keep_going) = match &outcome {
+            RunOutcome::Done => (run.len() - start, true),
+            RunOutcome::Halted { handled } => (*handled, false),
+            RunOutcome::Failed { handled, .. } => (*handled, true),
+        };
+        if handled > 0 {
+            let messages = if start == 0 && handled == run.len() {
+                std::mem::replace(run, Vec::with_capacity(run.capacity()))
+            } else {
+                run[start..start + handled].to_vec()
+            };
+            // The consumer thread is gone only when it stops; then nothing is owed it.
+            let _ = reports.send(Report::Handled { messages, sample });
+            start += handled;
+            failing = None;
+        }
+        let RunOutcome::Failed {
+            failed, failure, ..
+        } = outcome
+        else {
+            return keep_going;
+        };
+        let f = failing.get_or_insert_with(|| Failing {
+            attempts: 0,
+            first_failed_at: Instant::now(),
+            backoff: Backoff::new(settings.retry.backoff_bounds()),
+        });
+        f.attempts = f.attempts.saturating_add(1);
+        match retry_delay(f, &failure, settings.retry) {
+            Some(delay) => {
+                warn!(%failure, attempt = f.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition on this worker wait)");
+                let _ = reports.send(Report::Retrying { failure });
+                if !queue.sleep_unless_halted(delay) {
+                    return false;
+                }
+            }
+            None => {
+                let attempts = f.attempts;
+                let messages = run[start..start + failed].to_vec();
+                let _ = reports.send(Report::GaveUp {
+                    messages,
+                    failure,
+                    attempts,
+                });
+                if settings.halt_on_give_up {
+                    return false;
+                }
+                start += failed;
+                failing = None;
+            }
+        }
+    }
+    true
+}
+
+/// The delay before the next attempt, or `None` when the retry policy gives up.
+fn retry_delay(
+    f: &mut Failing,
+    failure: &CallbackFailure,
+    retry: RetryPolicy,
+) -> Option<std::time::Duration> {
+    if failure.kind != FailureKind::Retryable || f.attempts > retry.max_retries() {
+        return None;
+    }
+    let delay = f.backoff.next_delay();
+    let in_time = retry
+        .max_elapsed_limit()
+        .is_none_or(|limit| (Instant::now() + delay).duration_since(f.first_failed_at) <= limit);
+    in_time.then_some(delay)
+}
