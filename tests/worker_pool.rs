@@ -631,3 +631,152 @@ fn bad_pool_settings_fail_at_build_time() {
         .build();
     assert!(m.is_ok());
 }
+
+#[test]
+fn a_revoked_partition_s_retry_is_abandoned_and_its_worker_goes_on() {
+    let cluster = MockCluster::new();
+    cluster.create_topic("t", 2).unwrap();
+    for i in 0..10 {
+        cluster
+            .produce("t", 1, Record::new(format!("p1-{i}")))
+            .unwrap();
+    }
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let tries = Arc::clone(&attempts);
+    // One worker: partition 0's messages queue behind partition 1's failing one.
+    let a = builder(&cluster, "t")
+        .retry_policy(
+            RetryPolicy::retries(10).backoff(Duration::from_secs(3600), Duration::from_secs(3600)),
+        )
+        .parallel_callback(WorkerPool::new(1), move |msg: &Message| -> Ok {
+            if msg.partition() == 1 && msg.offset() == 0 {
+                tries.fetch_add(1, Ordering::SeqCst);
+                return Err("downstream busy".into());
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    a.start().unwrap();
+    eventually(PATIENCE, "the first attempt failed", || {
+        attempts.load(Ordering::SeqCst) == 1
+    });
+    for i in 0..10 {
+        cluster
+            .produce("t", 0, Record::new(format!("p0-{i}")))
+            .unwrap();
+    }
+    eventually(PATIENCE, "partition 0 queued behind the retry", || {
+        a.stats().in_flight > 1
+    });
+    // A second member takes partition 1 over (the range assignor keeps 0 with the first).
+    let b = builder(&cluster, "t")
+        .callback(|_: &Message| -> Ok { Ok(()) })
+        .build()
+        .unwrap();
+    b.start().unwrap();
+    eventually(PATIENCE, "both partitions committed", || {
+        committed(&cluster, "t", 0) == Some(10) && committed(&cluster, "t", 1) == Some(10)
+    });
+    let report = a.stop().unwrap();
+    b.stop().unwrap();
+    assert_eq!(
+        report.final_state,
+        State::Stopped,
+        "no give-up for a partition given away"
+    );
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the hour-long retry was abandoned"
+    );
+    assert_eq!(
+        report.messages_handled, 10,
+        "the first member handled partition 0"
+    );
+}
+
+#[test]
+fn dead_letters_of_one_partition_stay_in_offset_order_through_send_faults() {
+    use kafka_thread_manager::mock::{Fault, FaultPlan};
+    let cluster = cluster_with("t", 1, 20);
+    cluster.create_topic("t.dlq", 1).unwrap();
+    // The first send fails transiently: the later dead letters must wait for it.
+    let producer = cluster
+        .dead_letter_producer()
+        .with_faults(FaultPlan::new().on_send(1, Fault::Transient));
+    let m = builder(&cluster, "t")
+        .retry_policy(
+            RetryPolicy::none().backoff(Duration::from_millis(50), Duration::from_millis(50)),
+        )
+        .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(producer)))
+        .parallel_callback(WorkerPool::new(1), |msg: &Message| -> Ok {
+            if (3..=5).contains(&msg.offset()) {
+                return Err(CallbackError::permanent("malformed"));
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    eventually(PATIENCE, "all committed", || {
+        committed(&cluster, "t", 0) == Some(20)
+    });
+    let report = m.stop().unwrap();
+    let sources: Vec<i64> = cluster
+        .records("t.dlq", 0)
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let h = d
+                .headers()
+                .iter()
+                .find(|h| h.key == "ktm.dlq.source.offset")
+                .unwrap();
+            std::str::from_utf8(h.value.as_ref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sources, [3, 4, 5], "in offset order, each once");
+    assert_eq!((report.dead_lettered, report.dead_letter_errors), (3, 1));
+}
+
+#[test]
+fn a_slow_callback_is_reported_and_committed_as_it_goes() {
+    let cluster = cluster_with("t", 1, 20);
+    let commits: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let commit_log = Arc::clone(&commits);
+    let source = Observed {
+        inner: cluster.consumer("g").subscribe(["t"]).build().unwrap(),
+        observe: Box::new(move |call| {
+            if let Call::Commit(offsets) = call {
+                commit_log
+                    .lock()
+                    .unwrap()
+                    .extend(offsets.get(&TopicPartition::new("t", 0)));
+            }
+        }),
+    };
+    let m = ThreadManager::builder(source)
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .parallel_callback(WorkerPool::new(1), |_: &Message| -> Ok {
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    eventually(PATIENCE, "all committed", || {
+        committed(&cluster, "t", 0) == Some(20)
+    });
+    m.stop().unwrap();
+    let commits = commits.lock().unwrap().clone();
+    // The 20 messages arrive as one run; without reports inside it, one commit of 20.
+    assert!(
+        commits.iter().filter(|&&p| p < 20).count() >= 4,
+        "commits as the run goes: {commits:?}"
+    );
+}

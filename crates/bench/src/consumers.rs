@@ -292,7 +292,8 @@ fn rdkafka_source(a: &ChildArgs, group: &str, reset: OffsetReset) -> BoxResult<R
 
 fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
     let meter = Meter::new(a.messages);
-    let group = format!("{}-{}", a.topic, a.kind.name());
+    // A group per run: each reads the topic from offset 0.
+    let group = format!("{}-{}-{}", a.topic, a.kind.name(), a.workers);
     match a.kind {
         Kind::RawRskafka => {
             let stop = Arc::new(AtomicBool::new(false));

@@ -102,8 +102,8 @@ where
 }
 
 /// A handler of batches: consecutive messages of **one partition**, in offset order, at
-/// most [`WorkerPool::max_batch`](crate::WorkerPool::max_batch) of them; for handlers that
-/// write in bulk.
+/// most [`WorkerPool::max_batch`](crate::WorkerPool::max_batch) of them (what the worker
+/// has queued of the partition at the time); for handlers that write in bulk.
 ///
 /// Any `FnMut(&[Message]) -> Result<(), E> + Send + 'static` with
 /// `E: Into<CallbackError>` is one. `Ok` means every message of the batch is handled. An

@@ -116,8 +116,9 @@ pub struct Stats {
     pub last_error: Option<String>,
     /// Per-partition progress and lag, as of the end of the last batch.
     pub partitions: Vec<PartitionStats>,
-    /// With a [`WorkerPool`](crate::WorkerPool): messages handed to workers and not yet
-    /// settled (queued or running), as of the last poll.
+    /// With a [`WorkerPool`](crate::WorkerPool): messages handed to workers whose
+    /// partition position has not yet passed them (queued, running, finished but not yet
+    /// reported, or finished behind an earlier unsettled message), as of the last poll.
     pub in_flight: usize,
     /// With a [`WorkerPool`](crate::WorkerPool): messages held back, their partitions
     /// paused, because their worker's queue was full; as of the last poll.

@@ -11,19 +11,29 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::in_flight::InFlight;
-use super::queue::WorkQueue;
-use super::ProcessingOrder;
+use super::ownership::Ownership;
+use super::queue::{Work, WorkQueue};
+use super::{ProcessingOrder, WorkerPool};
 use crate::{CallbackFailure, Message, TopicPartition};
 
-/// What a worker tells the consumer thread.
-pub(crate) enum Report {
+/// What a worker tells the consumer thread about a run of one partition, in the
+/// generation of that partition the run was dispatched in.
+pub(crate) struct Report {
+    pub(crate) tp: TopicPartition,
+    pub(crate) generation: u64,
+    pub(crate) event: WorkEvent,
+}
+
+pub(crate) enum WorkEvent {
     /// These messages were handled, in order; one callback duration sampled.
     Handled {
         messages: Vec<Message>,
         sample: Option<Duration>,
     },
-    /// An attempt failed and will be retried after a backoff.
-    Retrying { failure: Box<CallbackFailure> },
+    /// An attempt failed; it is retried after a backoff.
+    AttemptFailed { failure: Box<CallbackFailure> },
+    /// The retry after a backoff starts now.
+    Retrying,
     /// The retry policy gave up on these messages (one, or a whole batch); the failure
     /// policy decides what becomes of them.
     GaveUp {
@@ -35,32 +45,45 @@ pub(crate) enum Report {
 
 /// What settling a message did to its partition's commit position.
 pub(crate) enum Settled {
-    /// The partition is not ours any more (revoked or lost meanwhile): ignore it.
-    NotInFlight,
     /// An earlier message of the partition is still unsettled.
     Waiting,
     /// The position moved here.
     Position(i64),
 }
 
+/// The worker a partition is routed to. Kept after a revoke, so a partition assigned
+/// again queues behind whatever its old run still does on the same worker.
+struct Route {
+    worker: usize,
+    owned: bool,
+}
+
 pub(crate) struct Dispatcher {
     queues: Vec<Arc<WorkQueue>>,
     threads: Vec<JoinHandle<()>>,
     reports: UnboundedReceiver<Report>,
+    ownership: Arc<Ownership>,
     order: ProcessingOrder,
     /// Partition -> worker, for partition order (and keyless messages under key order).
-    routes: HashMap<TopicPartition, usize>,
-    /// Partitions routed to each worker, to give a new partition to the least loaded.
+    routes: HashMap<TopicPartition, Route>,
+    /// Owned partitions routed to each worker, to give a new one to the least loaded.
     routed: Vec<usize>,
+    /// The current generation of partitions revoked at least once (the rest are at 0);
+    /// this thread's copy of what `ownership` holds, read per message without a lock.
+    generations: HashMap<TopicPartition, u64>,
     /// Messages that did not fit, per partition, in offset order. While a partition has
     /// some, its later messages queue here too, so its order is kept.
     held: HashMap<TopicPartition, VecDeque<Message>>,
     /// Partitions this dispatcher asked the source to pause.
     paused: HashSet<TopicPartition>,
     in_flight: InFlight,
-    /// The most messages of one partition in flight (queued or running) at once: the
-    /// bound that also holds when a settled prefix waits for one slow dead letter.
+    /// The most messages of one partition in flight (queued, running, or settled behind
+    /// an unsettled one such as a slow dead letter) before it is held back.
     in_flight_limit: usize,
+    /// A paused partition resumes once its held messages are queued and its in-flight
+    /// count is down to this, so it does not flip between paused and resumed on every
+    /// report while its worker stays full.
+    resume_below: usize,
 }
 
 impl Dispatcher {
@@ -68,21 +91,30 @@ impl Dispatcher {
         queues: Vec<Arc<WorkQueue>>,
         threads: Vec<JoinHandle<()>>,
         reports: UnboundedReceiver<Report>,
-        order: ProcessingOrder,
+        ownership: Arc<Ownership>,
+        pool: WorkerPool,
     ) -> Self {
-        let capacity: usize = queues.iter().map(|q| q.capacity()).sum();
+        let total: usize = queues.iter().map(|q| q.capacity()).sum();
+        let order = pool.processing_order();
+        // One partition fills one worker under partition order, all of them under key order.
+        let reach = match order {
+            ProcessingOrder::Key => total,
+            _ => pool.capacity(),
+        };
         Self {
             routed: vec![0; queues.len()],
             queues,
             threads,
             reports,
+            ownership,
             order,
             routes: HashMap::new(),
+            generations: HashMap::new(),
             held: HashMap::new(),
             paused: HashSet::new(),
             in_flight: InFlight::default(),
-            // All workers' queues plus what they are running (at most a queue each).
-            in_flight_limit: capacity.saturating_mul(2),
+            in_flight_limit: total.saturating_mul(2),
+            resume_below: reach / 2,
         }
     }
 
@@ -105,10 +137,18 @@ impl Dispatcher {
         }
         let worker = self.route(tp, &message);
         let offset = message.offset();
-        self.queues[worker].try_push(message)?;
+        let work = Work {
+            message,
+            generation: self.generation(tp),
+        };
+        self.queues[worker].try_push(work).map_err(|w| w.message)?;
         // Registered after the push: the worker's report is read on this thread, later.
         self.in_flight.dispatched(tp, offset);
         Ok(())
+    }
+
+    fn generation(&self, tp: &TopicPartition) -> u64 {
+        self.generations.get(tp).copied().unwrap_or(0)
     }
 
     fn route(&mut self, tp: &TopicPartition, message: &Message) -> usize {
@@ -123,12 +163,22 @@ impl Dispatcher {
                 return (h.finish() % workers as u64) as usize;
             }
         }
-        if let Some(&w) = self.routes.get(tp) {
-            return w;
+        if let Some(route) = self.routes.get_mut(tp) {
+            if !route.owned {
+                route.owned = true;
+                self.routed[route.worker] += 1;
+            }
+            return route.worker;
         }
         let w = (0..workers).min_by_key(|&w| self.routed[w]).unwrap_or(0);
         self.routed[w] += 1;
-        self.routes.insert(tp.clone(), w);
+        self.routes.insert(
+            tp.clone(),
+            Route {
+                worker: w,
+                owned: true,
+            },
+        );
         w
     }
 
@@ -159,11 +209,13 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Paused partitions with nothing held any more.
+    /// Paused partitions with nothing held, and room enough in flight to go on.
     pub(crate) fn to_resume(&self) -> Vec<TopicPartition> {
         self.paused
             .iter()
-            .filter(|tp| !self.held.contains_key(*tp))
+            .filter(|tp| {
+                !self.held.contains_key(*tp) && self.in_flight.len_of(tp) <= self.resume_below
+            })
             .cloned()
             .collect()
     }
@@ -178,13 +230,15 @@ impl Dispatcher {
         }
     }
 
-    /// A message is settled (handled, skipped or dead-lettered).
-    pub(crate) fn settle(&mut self, message: &Message) -> Settled {
-        let tp = message.topic_partition();
-        if self.in_flight.len_of(&tp) == 0 {
-            return Settled::NotInFlight;
-        }
-        match self.in_flight.settle(&tp, message.offset()) {
+    /// Whether a report is about work of the partition as this consumer owns it now:
+    /// reports of a revoked generation (or a partition given up) are ignored.
+    pub(crate) fn is_current(&self, report: &Report) -> bool {
+        self.generation(&report.tp) == report.generation && self.in_flight.len_of(&report.tp) > 0
+    }
+
+    /// A message of a current report is settled (handled, skipped or dead-lettered).
+    pub(crate) fn settle(&mut self, tp: &TopicPartition, offset: i64) -> Settled {
+        match self.in_flight.settle(tp, offset) {
             Some(position) => Settled::Position(position),
             None => Settled::Waiting,
         }
@@ -197,11 +251,17 @@ impl Dispatcher {
     }
 
     /// Forgets partitions this consumer no longer owns (their pause too, as the source
-    /// does): queued and held messages are dropped for the new owner to read.
+    /// does): queued and held messages are dropped for the new owner to read, running
+    /// ones end after their current callback, and their reports are ignored.
     pub(crate) fn forget(&mut self, gone: &[TopicPartition]) {
+        self.ownership.revoke(gone);
         for tp in gone {
-            if let Some(w) = self.routes.remove(tp) {
-                self.routed[w] -= 1;
+            *self.generations.entry(tp.clone()).or_insert(0) += 1;
+            if let Some(route) = self.routes.get_mut(tp) {
+                if route.owned {
+                    route.owned = false;
+                    self.routed[route.worker] -= 1;
+                }
             }
             self.held.remove(tp);
             self.paused.remove(tp);
@@ -224,11 +284,22 @@ impl Dispatcher {
         self.reports.try_recv().ok()
     }
 
-    /// Lets every worker finish its current callback, then joins them.
-    pub(crate) fn halt_and_join(&mut self) {
+    /// Tells every worker to finish its current callback and take no more work.
+    pub(crate) fn halt(&self) {
         for q in &self.queues {
             q.halt();
         }
+    }
+
+    /// The next report until every worker has ended (`None` then), once halted. Awaited,
+    /// not joined: the consumer thread's runtime keeps serving the source meanwhile
+    /// (heartbeats), however long the last callbacks take.
+    pub(crate) async fn last_reports(&mut self) -> Option<Report> {
+        self.reports.recv().await
+    }
+
+    /// Joins the workers, which have all ended once [`Self::last_reports`] returned `None`.
+    pub(crate) fn join(&mut self) {
         for thread in self.threads.drain(..) {
             // Callback panics are caught inside the worker; a join error has no news.
             let _ = thread.join();
@@ -240,8 +311,6 @@ impl Drop for Dispatcher {
     fn drop(&mut self) {
         // Normally already halted and joined; after a panic of the consumer thread the
         // workers must not go on alone.
-        for q in &self.queues {
-            q.halt();
-        }
+        self.halt();
     }
 }

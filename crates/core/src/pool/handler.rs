@@ -11,8 +11,11 @@ use crate::{BatchCallback, Callback, CallbackFailure, Message};
 pub(crate) enum RunOutcome {
     /// Every message was handled.
     Done,
-    /// The worker was halted after `handled` messages; the rest were not started.
+    /// The run must end after `handled` messages (the worker was halted, or the
+    /// partition revoked); the rest were not started.
     Halted { handled: usize },
+    /// `handled` messages took the time budget: report them, then go on with the rest.
+    Yielded { handled: usize },
     /// The first `handled` messages were handled; the `failed` after them failed as one
     /// unit (one message, or the whole batch).
     Failed {
@@ -27,12 +30,12 @@ pub(crate) trait RunHandler: Send + 'static {
     /// The longest run handed to one [`handle`](Self::handle).
     fn max_run(&self, max_batch: usize) -> usize;
 
-    /// Handles `run` (one partition, offset order); `halted` is checked between
+    /// Handles `run` (one partition, offset order); `must_end` is checked between
     /// messages. Also returns one sampled callback duration.
     fn handle(
         &mut self,
         run: &[Message],
-        halted: &dyn Fn() -> bool,
+        must_end: &dyn Fn() -> bool,
     ) -> (RunOutcome, Option<Duration>);
 }
 
@@ -43,6 +46,9 @@ pub(crate) struct PerMessage<C>(pub(crate) SyncHandler<C>);
 /// Messages a per-message worker takes at once: its reports (and so commits) follow
 /// each run, and one lock per run keeps the queue cheap for fast callbacks.
 const PER_MESSAGE_RUN: usize = 64;
+/// How long a per-message run may go before what it handled is reported, so slow
+/// callbacks still move the commit (and `health()`) along promptly.
+const REPORT_WITHIN: Duration = Duration::from_millis(50);
 
 impl<C: Callback> RunHandler for PerMessage<C> {
     fn max_run(&self, _max_batch: usize) -> usize {
@@ -52,17 +58,19 @@ impl<C: Callback> RunHandler for PerMessage<C> {
     fn handle(
         &mut self,
         run: &[Message],
-        halted: &dyn Fn() -> bool,
+        must_end: &dyn Fn() -> bool,
     ) -> (RunOutcome, Option<Duration>) {
         let mut sample = None;
         // Asked once per run: a span per callback only when TRACE is on for us.
         let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
+        let started = Instant::now();
         for (i, message) in run.iter().enumerate() {
-            if halted() {
+            if must_end() {
                 return (RunOutcome::Halted { handled: i }, sample);
             }
-            // The first message of a run is timed: one clock pair per run, not per message.
-            let started = (i == 0).then(Instant::now);
+            if i > 0 && started.elapsed() >= REPORT_WITHIN {
+                return (RunOutcome::Yielded { handled: i }, sample);
+            }
             let _span = traced.then(|| callback_span(message, 1).entered());
             if let Err(failure) = self.0.call_sync(message) {
                 let outcome = RunOutcome::Failed {
@@ -72,7 +80,10 @@ impl<C: Callback> RunHandler for PerMessage<C> {
                 };
                 return (outcome, sample);
             }
-            sample = sample.or(started.map(|s| s.elapsed()));
+            // The first message of a run is the run's sample.
+            if i == 0 {
+                sample = Some(started.elapsed());
+            }
         }
         (RunOutcome::Done, sample)
     }
@@ -90,7 +101,7 @@ impl<B: BatchCallback> RunHandler for PerBatch<B> {
     fn handle(
         &mut self,
         run: &[Message],
-        _halted: &dyn Fn() -> bool,
+        _must_end: &dyn Fn() -> bool,
     ) -> (RunOutcome, Option<Duration>) {
         let Some(first) = run.first() else {
             return (RunOutcome::Done, None);

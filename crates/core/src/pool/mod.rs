@@ -8,10 +8,11 @@
 mod dispatch;
 mod handler;
 mod in_flight;
+mod ownership;
 mod queue;
 mod worker;
 
-pub(crate) use dispatch::{Dispatcher, Report, Settled};
+pub(crate) use dispatch::{Dispatcher, Report, Settled, WorkEvent};
 pub(crate) use handler::{PerBatch, PerMessage, RunHandler};
 pub(crate) use worker::{spawn_workers, WorkerSettings};
 
@@ -85,7 +86,8 @@ impl WorkerPool {
     }
 
     /// The largest slice a batch callback is given (at least 1); ignored by per-message
-    /// callbacks.
+    /// callbacks. A batch is what the worker has queued of one partition at the time, so
+    /// it is also at most [`queue_capacity`](Self::queue_capacity).
     #[must_use]
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch;

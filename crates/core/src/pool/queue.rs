@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 use crate::manager::lock;
 use crate::{Message, TopicPartition};
 
+/// A queued message and the generation of its partition when it was dispatched.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub(crate) message: Message,
+    pub(crate) generation: u64,
+}
+
 pub(crate) struct WorkQueue {
-    items: Mutex<VecDeque<Message>>,
-    /// Signalled when a message arrives in an empty queue, and on halt.
+    items: Mutex<VecDeque<Work>>,
+    /// Signalled when work arrives in an empty queue, on a purge, and on halt.
     ready: Condvar,
     capacity: usize,
     /// Read between messages of a run, so it is an atomic rather than under the lock.
@@ -28,45 +35,56 @@ impl WorkQueue {
         }
     }
 
-    /// Queues `message`, or hands it back when the queue is full.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues `work`, or hands it back when the queue is full.
     #[allow(clippy::result_large_err)] // handed back like std's `TrySendError`: no box per message
-    pub(crate) fn try_push(&self, message: Message) -> Result<(), Message> {
+    pub(crate) fn try_push(&self, work: Work) -> Result<(), Work> {
         let mut items = lock(&self.items);
         if items.len() >= self.capacity {
-            return Err(message);
+            return Err(work);
         }
         let was_empty = items.is_empty();
-        items.push_back(message);
+        items.push_back(work);
         drop(items);
         // A worker only waits on an empty queue: waking it for every message would cost
         // a futex call per message.
         if was_empty {
-            self.ready.notify_one();
+            self.ready.notify_all();
         }
         Ok(())
     }
 
     /// Waits for work and moves a run into `run`: the front message and those right
-    /// behind it of the same partition, at most `max`. `false` once halted.
-    pub(crate) fn take_run(&self, max: usize, run: &mut Vec<Message>) -> bool {
+    /// behind it of the same partition and generation, at most `max`. Returns the run's
+    /// generation; `None` once halted.
+    pub(crate) fn take_run(&self, max: usize, run: &mut Vec<Message>) -> Option<u64> {
         run.clear();
         let mut items = lock(&self.items);
         loop {
             if self.is_halted() {
-                return false;
+                return None;
             }
             if let Some(first) = items.pop_front() {
-                let (topic, partition) = (first.topic_arc().clone(), first.partition());
-                run.push(first);
+                let generation = first.generation;
+                let topic = first.message.topic_arc().clone();
+                let partition = first.message.partition();
+                run.push(first.message);
                 while run.len() < max {
                     match items.front() {
-                        Some(m) if m.partition() == partition && *m.topic_arc() == topic => {
-                            run.extend(items.pop_front());
+                        Some(w)
+                            if w.generation == generation
+                                && w.message.partition() == partition
+                                && *w.message.topic_arc() == topic =>
+                        {
+                            run.extend(items.pop_front().map(|w| w.message));
                         }
                         _ => break,
                     }
                 }
-                return true;
+                return Some(generation);
             }
             items = self
                 .ready
@@ -75,12 +93,13 @@ impl WorkQueue {
         }
     }
 
-    /// Sleeps up to `delay` (a retry's backoff); `false` if halted meanwhile.
-    pub(crate) fn sleep_unless_halted(&self, delay: Duration) -> bool {
+    /// Sleeps up to `delay` (a retry's backoff). `false` if halted meanwhile, or if
+    /// `abandon` says so when woken (a purge wakes it).
+    pub(crate) fn sleep_unless(&self, delay: Duration, abandon: &dyn Fn() -> bool) -> bool {
         let until = Instant::now() + delay;
         let mut items = lock(&self.items);
         loop {
-            if self.is_halted() {
+            if self.is_halted() || abandon() {
                 return false;
             }
             let Some(left) = until.checked_duration_since(Instant::now()) else {
@@ -92,10 +111,6 @@ impl WorkQueue {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// Tells the worker to finish its current callback and take no more work.
@@ -110,66 +125,102 @@ impl WorkQueue {
         self.halted.load(Ordering::Acquire)
     }
 
-    /// Drops the queued messages of partitions this consumer no longer owns: the new
-    /// owner reads them from the committed offset.
+    /// Drops the queued messages of partitions this consumer no longer owns (the new
+    /// owner reads them from the committed offset), and wakes a worker waiting out a
+    /// retry's backoff, so it sees that its run is stale.
     pub(crate) fn purge(&self, gone: &[TopicPartition]) {
-        lock(&self.items).retain(|m| {
-            !gone
-                .iter()
-                .any(|tp| tp.partition() == m.partition() && tp.topic() == m.topic())
+        let mut items = lock(&self.items);
+        items.retain(|w| {
+            !gone.iter().any(|tp| {
+                tp.partition() == w.message.partition() && tp.topic() == w.message.topic()
+            })
         });
+        self.ready.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
 
-    fn msg(p: i32, o: i64) -> Message {
-        Message::builder("t", p, o).build()
+    fn work(p: i32, o: i64) -> Work {
+        Work {
+            message: Message::builder("t", p, o).build(),
+            generation: 0,
+        }
     }
 
     #[test]
     fn a_full_queue_hands_the_message_back() {
         let q = WorkQueue::new(2);
-        assert!(q.try_push(msg(0, 0)).is_ok());
-        assert!(q.try_push(msg(0, 1)).is_ok());
-        let back = q.try_push(msg(0, 2)).expect_err("full");
-        assert_eq!(back.offset(), 2);
+        assert!(q.try_push(work(0, 0)).is_ok());
+        assert!(q.try_push(work(0, 1)).is_ok());
+        let back = q.try_push(work(0, 2)).expect_err("full");
+        assert_eq!(back.message.offset(), 2);
     }
 
     #[test]
-    fn a_run_is_one_partition_in_order_and_at_most_max() {
+    fn a_run_is_one_partition_and_generation_in_order_and_at_most_max() {
         let q = WorkQueue::new(10);
-        for m in [msg(0, 0), msg(0, 1), msg(0, 2), msg(1, 0), msg(0, 3)] {
-            q.try_push(m).expect("room");
+        let newer = Work {
+            generation: 1,
+            ..work(0, 4)
+        };
+        for w in [
+            work(0, 0),
+            work(0, 1),
+            work(0, 2),
+            work(1, 0),
+            work(0, 3),
+            newer,
+        ] {
+            q.try_push(w).expect("room");
         }
         let mut run = Vec::new();
-        assert!(q.take_run(2, &mut run));
+        assert_eq!(q.take_run(2, &mut run), Some(0));
         assert_eq!(run.iter().map(Message::offset).collect::<Vec<_>>(), [0, 1]);
-        assert!(q.take_run(10, &mut run));
+        assert_eq!(q.take_run(10, &mut run), Some(0));
         assert_eq!(run.len(), 1, "stops at the next partition");
-        assert!(q.take_run(10, &mut run));
+        assert_eq!(q.take_run(10, &mut run), Some(0));
         assert_eq!((run[0].partition(), run[0].offset()), (1, 0));
+        assert_eq!(q.take_run(10, &mut run), Some(0));
+        assert_eq!(run.len(), 1, "stops at the next generation");
         q.purge(&[TopicPartition::new("t", 0)]);
         q.halt();
-        assert!(
-            !q.take_run(10, &mut run),
-            "halted, and the purged message is gone"
+        assert_eq!(
+            q.take_run(10, &mut run),
+            None,
+            "halted; the purged work is gone"
         );
     }
 
     #[test]
     fn halt_wakes_a_waiting_worker_and_a_sleeping_retry() {
-        let q = std::sync::Arc::new(WorkQueue::new(1));
-        let waiter = std::sync::Arc::clone(&q);
+        let q = Arc::new(WorkQueue::new(1));
+        let waiter = Arc::clone(&q);
         let t = std::thread::spawn(move || {
             let mut run = Vec::new();
             waiter.take_run(1, &mut run)
         });
         std::thread::sleep(Duration::from_millis(20));
         q.halt();
-        assert!(!t.join().expect("joined"));
-        assert!(!q.sleep_unless_halted(Duration::from_secs(3600)));
+        assert_eq!(t.join().expect("joined"), None);
+        assert!(!q.sleep_unless(Duration::from_secs(3600), &|| false));
+    }
+
+    #[test]
+    fn a_purge_wakes_a_sleeping_retry_to_abandon_it() {
+        let q = Arc::new(WorkQueue::new(1));
+        let gone = Arc::new(AtomicBool::new(false));
+        let (sleeper, flag) = (Arc::clone(&q), Arc::clone(&gone));
+        let t = std::thread::spawn(move || {
+            sleeper.sleep_unless(Duration::from_secs(3600), &|| flag.load(Ordering::SeqCst))
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        gone.store(true, Ordering::SeqCst);
+        q.purge(&[TopicPartition::new("t", 0)]);
+        assert!(!t.join().expect("joined"), "abandoned, not slept out");
     }
 }

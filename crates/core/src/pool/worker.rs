@@ -9,8 +9,9 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
-use super::dispatch::{Dispatcher, Report};
+use super::dispatch::{Dispatcher, Report, WorkEvent};
 use super::handler::{RunHandler, RunOutcome};
+use super::ownership::{Ownership, RunOwner};
 use super::queue::WorkQueue;
 use super::WorkerPool;
 use crate::backoff::Backoff;
@@ -35,6 +36,7 @@ pub(crate) fn spawn_workers<R: RunHandler>(
     shared: &Shared,
 ) -> std::io::Result<Dispatcher> {
     let (reports, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let ownership = Arc::new(Ownership::default());
     let prefix = std::thread::current()
         .name()
         .unwrap_or("ktm-consumer")
@@ -43,10 +45,15 @@ pub(crate) fn spawn_workers<R: RunHandler>(
     let mut threads = Vec::with_capacity(handlers.len());
     for (i, handler) in handlers.into_iter().enumerate() {
         let queue = Arc::new(WorkQueue::new(settings.pool.capacity()));
-        let (q, r) = (Arc::clone(&queue), reports.clone());
+        let worker = Worker {
+            queue: Arc::clone(&queue),
+            ownership: Arc::clone(&ownership),
+            reports: reports.clone(),
+            settings,
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("{prefix}-worker-{i}"))
-            .spawn(move || work(handler, &q, &r, settings));
+            .spawn(move || worker.work(handler));
         match spawned {
             Ok(thread) => {
                 lock(&shared.worker_threads).push(thread.thread().id());
@@ -65,23 +72,16 @@ pub(crate) fn spawn_workers<R: RunHandler>(
         queues,
         threads,
         receiver,
-        settings.pool.processing_order(),
+        ownership,
+        settings.pool,
     ))
 }
 
-fn work<R: RunHandler>(
-    mut handler: R,
-    queue: &WorkQueue,
-    reports: &UnboundedSender<Report>,
+struct Worker {
+    queue: Arc<WorkQueue>,
+    ownership: Arc<Ownership>,
+    reports: UnboundedSender<Report>,
     settings: WorkerSettings,
-) {
-    let max_run = handler.max_run(settings.pool.batch_limit()).max(1);
-    let mut run = Vec::with_capacity(max_run);
-    while queue.take_run(max_run, &mut run) {
-        if !handle_run(&mut handler, &mut run, queue, reports, &settings) {
-            return;
-        }
-    }
 }
 
 /// The failed unit being retried (a message, or a batch): attempts so far, its backoff.
@@ -92,73 +92,103 @@ struct Failing {
     backoff: Backoff,
 }
 
-/// Works through one run, retrying a failed unit in place; `false` when the worker must
-/// take no more work (halted, or gave up under the `Stop` policy).
-fn handle_run<R: RunHandler>(
-    handler: &mut R,
-    run: &mut Vec<Message>,
-    queue: &WorkQueue,
-    reports: &UnboundedSender<Report>,
-    settings: &WorkerSettings,
-) -> bool {
-    let halted = || queue.is_halted();
-    let mut start = 0;
-    let mut failing: Option<Failing> = None;
-    while start < run.len() {
-        let (outcome, sample) = handler.handle(&run[start..], &halted);
-        let (handled, keep_going) = match &outcome {
-            RunOutcome::Done => (run.len() - start, true),
-            RunOutcome::Halted { handled } => (*handled, false),
-            RunOutcome::Failed { handled, .. } => (*handled, true),
-        };
-        if handled > 0 {
-            let messages = if start == 0 && handled == run.len() {
-                std::mem::replace(run, Vec::with_capacity(run.capacity()))
-            } else {
-                run[start..start + handled].to_vec()
-            };
-            // The consumer thread is gone only when it stops; then nothing is owed it.
-            let _ = reports.send(Report::Handled { messages, sample });
-            start += handled;
-            failing = None;
-        }
-        let RunOutcome::Failed {
-            failed, failure, ..
-        } = outcome
-        else {
-            return keep_going;
-        };
-        let f = failing.get_or_insert_with(|| Failing {
-            attempts: 0,
-            first_failed_at: Instant::now(),
-            backoff: Backoff::new(settings.retry.backoff_bounds()),
-        });
-        f.attempts = f.attempts.saturating_add(1);
-        match retry_delay(f, &failure, settings.retry) {
-            Some(delay) => {
-                warn!(%failure, attempt = f.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition on this worker wait)");
-                let _ = reports.send(Report::Retrying { failure });
-                if !queue.sleep_unless_halted(delay) {
-                    return false;
-                }
-            }
-            None => {
-                let attempts = f.attempts;
-                let messages = run[start..start + failed].to_vec();
-                let _ = reports.send(Report::GaveUp {
-                    messages,
-                    failure,
-                    attempts,
-                });
-                if settings.halt_on_give_up {
-                    return false;
-                }
-                start += failed;
-                failing = None;
+impl Worker {
+    fn work<R: RunHandler>(self, mut handler: R) {
+        let max_run = handler.max_run(self.settings.pool.batch_limit()).max(1);
+        let mut run = Vec::with_capacity(max_run);
+        while let Some(generation) = self.queue.take_run(max_run, &mut run) {
+            let Some(first) = run.first() else { continue };
+            let owner = RunOwner::new(&self.ownership, first.topic_partition(), generation);
+            if !self.handle_run(&mut handler, &mut run, &owner) {
+                return;
             }
         }
     }
-    true
+
+    fn report(&self, owner: &RunOwner<'_>, event: WorkEvent) {
+        // The consumer thread is gone only when it stops; then nothing is owed it.
+        let _ = self.reports.send(Report {
+            tp: owner.tp().clone(),
+            generation: owner.generation(),
+            event,
+        });
+    }
+
+    /// Works through one run, retrying a failed unit in place. `false` when the worker
+    /// must take no more work (halted, or gave up under the `Stop` policy). A run whose
+    /// partition was revoked ends early: no more callbacks, retries or give-ups for it.
+    fn handle_run<R: RunHandler>(
+        &self,
+        handler: &mut R,
+        run: &mut Vec<Message>,
+        owner: &RunOwner<'_>,
+    ) -> bool {
+        let must_end = || self.queue.is_halted() || owner.is_stale();
+        let mut start = 0;
+        let mut failing: Option<Failing> = None;
+        while start < run.len() {
+            let (outcome, sample) = handler.handle(&run[start..], &must_end);
+            let handled = match &outcome {
+                RunOutcome::Done => run.len() - start,
+                RunOutcome::Halted { handled }
+                | RunOutcome::Yielded { handled }
+                | RunOutcome::Failed { handled, .. } => *handled,
+            };
+            if handled > 0 {
+                let messages = if start == 0 && handled == run.len() {
+                    std::mem::replace(run, Vec::with_capacity(run.capacity()))
+                } else {
+                    run[start..start + handled].to_vec()
+                };
+                self.report(owner, WorkEvent::Handled { messages, sample });
+                start += handled;
+                failing = None;
+            }
+            let (failed, failure) = match outcome {
+                RunOutcome::Done => return true,
+                RunOutcome::Halted { .. } => return !self.queue.is_halted(),
+                RunOutcome::Yielded { .. } => continue,
+                RunOutcome::Failed {
+                    failed, failure, ..
+                } => (failed, failure),
+            };
+            let f = failing.get_or_insert_with(|| Failing {
+                attempts: 0,
+                first_failed_at: Instant::now(),
+                backoff: Backoff::new(self.settings.retry.backoff_bounds()),
+            });
+            f.attempts = f.attempts.saturating_add(1);
+            if let Some(delay) = retry_delay(f, &failure, self.settings.retry) {
+                warn!(%failure, attempt = f.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition on this worker wait)");
+                self.report(owner, WorkEvent::AttemptFailed { failure });
+                if !self.queue.sleep_unless(delay, &|| owner.is_stale()) {
+                    return !self.queue.is_halted();
+                }
+                self.report(owner, WorkEvent::Retrying);
+                continue;
+            }
+            if owner.is_stale() {
+                // Not ours to dispose of: the new owner handles it again.
+                return true;
+            }
+            let attempts = f.attempts;
+            let messages = run[start..start + failed].to_vec();
+            self.report(
+                owner,
+                WorkEvent::GaveUp {
+                    messages,
+                    failure,
+                    attempts,
+                },
+            );
+            if self.settings.halt_on_give_up {
+                return false;
+            }
+            start += failed;
+            failing = None;
+        }
+        true
+    }
 }
 
 /// The delay before the next attempt, or `None` when the retry policy gives up.

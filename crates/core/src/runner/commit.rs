@@ -71,7 +71,7 @@ impl<H: Handle> Runner<H> {
 
     /// Final commit then close, each bounded by `close_timeout`.
     pub(super) async fn shut_down(&mut self) -> (Option<String>, Option<String>) {
-        self.drain_pool();
+        self.drain_pool().await;
         let unstored = self.progress.take_unstored();
         if !unstored.is_empty() {
             self.source.store(&unstored);

@@ -63,7 +63,15 @@ impl BlockedPartitions {
 
     /// When the earliest waiting attempt is due.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        self.entries.iter().map(|b| b.next_at).min()
+        self.heads().map(|i| self.entries[i].next_at).min()
+    }
+
+    /// The first entry of each partition: only it may be attempted. Without a worker
+    /// pool a partition has one entry; with one, each given-up message has its own, and
+    /// they are dead-lettered in offset order, one send at a time per partition.
+    fn heads(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        (0..self.entries.len()).filter(move |&i| seen.insert(&self.entries[i].tp))
     }
 
     /// Queues a message a worker gave up on for its dead letter, produced by the runner
@@ -140,8 +148,12 @@ impl<H: Handle> Runner<H> {
     pub(super) async fn retry_due(&mut self) -> Option<StopReason> {
         let now = Instant::now();
         let mut idx = 0;
+        // Partitions met in this pass: only their first entry is a head. One that
+        // becomes a head during the pass waits for the next one (it is due at once).
+        let mut met = std::collections::HashSet::new();
         while idx < self.blocked.entries.len() {
-            if self.blocked.entries[idx].next_at > now {
+            let head = met.insert(self.blocked.entries[idx].tp.clone());
+            if !head || self.blocked.entries[idx].next_at > now {
                 idx += 1;
                 continue;
             }

@@ -155,11 +155,6 @@ impl<H: Handle> Runner<H> {
             return StopReason::SpawnFailed(e);
         }
         loop {
-            if self.pool.is_some() {
-                if let Some(reason) = self.pump_pool(None).await {
-                    return reason;
-                }
-            }
             if !self.blocked.is_empty() {
                 if let Some(reason) = self.retry_due().await {
                     return reason;
@@ -170,6 +165,12 @@ impl<H: Handle> Runner<H> {
                     }
                 }
                 self.publish_partitions();
+            }
+            // After the dead letters: an acknowledged one may free a held partition.
+            if self.pool.is_some() {
+                if let Some(reason) = self.pump_pool(None).await {
+                    return reason;
+                }
             }
             let unstored = self.progress.take_unstored();
             if !unstored.is_empty() {

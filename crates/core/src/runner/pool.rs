@@ -7,9 +7,9 @@ use tracing::{error, warn};
 use super::Runner;
 use crate::callback::Handle;
 use crate::manager::lock;
-use crate::pool::{Dispatcher, Report, Settled};
+use crate::pool::{Dispatcher, Report, Settled, WorkEvent};
 use crate::stats::Counters;
-use crate::{FailurePolicy, Message, StopReason};
+use crate::{CallbackFailure, FailurePolicy, Message, StopReason, TopicPartition};
 
 impl<H: Handle> Runner<H> {
     /// Applies `first` and every other report waiting, refills the workers' queues,
@@ -30,14 +30,14 @@ impl<H: Handle> Runner<H> {
                 return Some(reason);
             }
         }
-        if applied {
-            // Reports cancel polls, so a poll may not end for a while: publish here too.
-            self.publish_partitions();
-        }
         if let Some(pool) = self.pool.as_mut() {
             pool.refill();
         }
         self.pause_and_resume();
+        if applied {
+            // Reports cancel polls, so a poll may not end for a while: publish here too.
+            self.publish_partitions();
+        }
         if self.count_commit_due() || self.interval_commit_due() {
             if let Err(reason) = self.commit_periodically().await {
                 return Some(reason);
@@ -85,52 +85,63 @@ impl<H: Handle> Runner<H> {
     }
 
     fn on_report(&mut self, report: Report) -> Option<StopReason> {
-        match report {
-            Report::Handled { messages, sample } => {
+        let current = self
+            .pool
+            .as_ref()
+            .is_some_and(|pool| pool.is_current(&report));
+        if !current {
+            // Work on a partition given up since: not ours to count or commit.
+            return None;
+        }
+        let Report { tp, event, .. } = report;
+        match event {
+            WorkEvent::Handled { messages, sample } => {
                 if let (Some(took), Some(first)) = (sample, messages.first()) {
                     self.progress.callback_sample(first, took);
                     self.metrics.callback_sample(first, took);
                 }
-                let mut counted = 0;
                 for message in &messages {
-                    if self.settle_message(message) {
-                        self.progress.count_handled(message);
-                        counted += 1;
-                    }
+                    self.settle_message(message);
+                    self.progress.count_handled(message);
                 }
-                Counters::add(&self.shared.counters.handled, counted);
-                self.handled_since_commit += counted;
+                let n = messages.len() as u64;
+                Counters::add(&self.shared.counters.handled, n);
+                self.handled_since_commit += n;
                 None
             }
-            Report::Retrying { failure } => {
-                Counters::bump(&self.shared.counters.callback_failures);
+            WorkEvent::AttemptFailed { failure } => {
+                self.count_failed_attempt(&tp, &failure);
+                None
+            }
+            WorkEvent::Retrying => {
                 Counters::bump(&self.shared.counters.retries);
-                let tp = crate::TopicPartition::new(failure.topic.as_str(), failure.partition);
-                let counts = self.progress.failures_of(&tp);
-                counts.failures += 1;
-                counts.retries += 1;
-                lock(&self.shared.live).last_error = Some(failure.to_string());
+                self.progress.failures_of(&tp).retries += 1;
                 None
             }
-            Report::GaveUp {
+            WorkEvent::GaveUp {
                 messages,
                 failure,
                 attempts,
-            } => self.give_up_in_pool(messages, failure, attempts),
+            } => {
+                self.count_failed_attempt(&tp, &failure);
+                self.give_up_in_pool(messages, failure, attempts)
+            }
         }
+    }
+
+    fn count_failed_attempt(&mut self, tp: &TopicPartition, failure: &CallbackFailure) {
+        Counters::bump(&self.shared.counters.callback_failures);
+        self.progress.failures_of(tp).failures += 1;
+        lock(&self.shared.live).last_error = Some(failure.to_string());
     }
 
     /// The failure policy, for messages a worker gave up on.
     fn give_up_in_pool(
         &mut self,
         messages: Vec<Message>,
-        failure: Box<crate::CallbackFailure>,
+        failure: Box<CallbackFailure>,
         attempts: u32,
     ) -> Option<StopReason> {
-        let first = messages.first()?;
-        Counters::bump(&self.shared.counters.callback_failures);
-        self.progress.failures_of(&first.topic_partition()).failures += 1;
-        lock(&self.shared.live).last_error = Some(failure.to_string());
         match &self.config.failure_policy {
             FailurePolicy::Stop => {
                 error!(%failure, attempts, "callback failed; stopping (its offset is not committed)");
@@ -149,8 +160,9 @@ impl<H: Handle> Runner<H> {
                 None
             }
             FailurePolicy::DeadLetter(_) => {
-                // Produced from the runner, with its backoff on send failures; the worker
-                // goes on, and the commit waits at these offsets until the broker acks.
+                // Produced from the runner, one at a time per partition with its backoff
+                // on send failures; the worker goes on, and the commit waits at these
+                // offsets until the broker acknowledged them.
                 let bounds = self.config.retry_policy.backoff_bounds();
                 for message in messages {
                     self.blocked
@@ -161,35 +173,41 @@ impl<H: Handle> Runner<H> {
         }
     }
 
-    /// Settles a message through the in-flight tracker, moving its partition's position
-    /// when a settled prefix grew; `false` if the partition is no longer ours.
-    pub(super) fn settle_message(&mut self, message: &Message) -> bool {
+    /// Settles a message, moving its partition's position when the settled prefix grew
+    /// (through the in-flight tracker with a pool: workers finish out of order).
+    pub(super) fn settle_message(&mut self, message: &Message) {
         let Some(pool) = self.pool.as_mut() else {
             self.progress.disposed(message);
-            return true;
+            return;
         };
-        match pool.settle(message) {
-            Settled::NotInFlight => false,
-            Settled::Waiting => true,
-            Settled::Position(position) => {
-                self.progress.advance(message, position);
-                true
-            }
+        if let Settled::Position(position) =
+            pool.settle(&message.topic_partition(), message.offset())
+        {
+            self.progress.advance(message, position);
         }
     }
 
-    /// Halts the workers once their current callbacks return, joins them, and applies
-    /// what they reported last; the runner's final commit follows.
-    pub(super) fn drain_pool(&mut self) {
+    /// Halts the workers once their current callbacks return and applies what they
+    /// reported last; the runner's final commit follows.
+    pub(super) async fn drain_pool(&mut self) {
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
-        pool.halt_and_join();
-        while let Some(report) = self.pool.as_mut().and_then(Dispatcher::try_report) {
+        pool.halt();
+        loop {
+            let Some(pool) = self.pool.as_mut() else {
+                return;
+            };
+            let Some(report) = pool.last_reports().await else {
+                break;
+            };
             if let Some(reason) = self.on_report(report) {
                 // A give-up under Stop while stopping still ends the manager Failed.
                 self.begin_stopping(reason);
             }
+        }
+        if let Some(pool) = self.pool.as_mut() {
+            pool.join();
         }
     }
 }
