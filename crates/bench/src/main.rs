@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use broker::Broker;
 use consumers::{parse_result, parse_stops, spawn_child, ChildArgs, Kind};
-use produce::TopicSpec;
+use produce::{TopicSpec, BATCH};
 use report::{PoolRow, Results};
 
 /// The error type of the bench: any error, reported from `main`.
@@ -163,16 +163,20 @@ fn main() -> BoxResult<()> {
             name: &topic,
             partitions: o.partitions,
             messages: o.messages,
+            batch: BATCH,
         },
         TopicSpec {
             name: &idle_topic,
             partitions: o.partitions,
             messages: 0,
+            batch: BATCH,
         },
         TopicSpec {
             name: &pool_topic,
             partitions: POOL_PARTITIONS,
             messages: o.pool_messages,
+            // The pool pauses partitions whose worker is full: one record per batch.
+            batch: 1,
         },
     ];
     tokio::runtime::Builder::new_current_thread()
