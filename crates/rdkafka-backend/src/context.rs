@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use ktm_core::{Offsets, SourceEvent, TopicPartition};
 use rdkafka::config::RDKafkaLogLevel;
@@ -13,6 +14,14 @@ use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::convert::{partition_list, partitions, to_tpl};
+
+/// How long the close's revoke callback waits for librdkafka to finish closing (see
+/// [`GroupContext::wait_until_closed`]). Leaving the group takes one round trip; past
+/// this, rust-rdkafka's drop goes on waiting on its own, 100 ms at a time.
+const CLOSE_WAIT_LIMIT: Duration = Duration::from_secs(1);
+
+/// The longest pause between two looks at whether the consumer is closed.
+const CLOSE_CHECK_MAX_PAUSE: Duration = Duration::from_millis(2);
 
 /// State shared by the source and the rebalance callbacks, which run inside
 /// `recv()` on the consumer thread (or on the closing thread).
@@ -38,6 +47,9 @@ pub(crate) struct GroupContext {
     /// Set once the manager closes the source: its final commit is done, so the revoke
     /// that closing triggers commits nothing more.
     closing: AtomicBool,
+    /// Set once the last reference to the consumer is being dropped: rebalance callbacks
+    /// from then on run inside rust-rdkafka's drop, which is closing the consumer.
+    terminating: AtomicBool,
     /// Mirrors `!shared.events.is_empty()`, read on every poll without the lock.
     has_events: AtomicBool,
     /// Mirrors `!shared.high_watermarks.is_empty()`, likewise.
@@ -158,6 +170,42 @@ impl GroupContext {
         self.closing.store(true, Ordering::Release);
     }
 
+    /// Called just before the last reference to the consumer is dropped.
+    pub(crate) fn set_terminating(&self) {
+        self.terminating.store(true, Ordering::Release);
+    }
+
+    /// Waits, inside the revoke callback of the close, until librdkafka has closed the
+    /// consumer: the group left (the LeaveGroup answered) and the group handler gone.
+    ///
+    /// Why here: rust-rdkafka's (0.39) `BaseConsumer::drop` starts the close, then runs
+    /// `while !closed() { poll(100 ms) }`. The close ends with a TERMINATE op on the
+    /// consumer queue that librdkafka serves as a mere wake-up (`rd_kafka_poll_cb` in
+    /// librdkafka's src/rdkafka.c: `RD_KAFKA_OP_TERMINATE` yields), so
+    /// `rd_kafka_queue_poll` returns nothing, which rust-rdkafka's `poll_queue` takes for
+    /// "no event yet" and waits out the rest of the 100 ms: every close took 100 ms for
+    /// about 1 ms of work. Returning
+    /// from this callback only once `closed()` holds lets the drop's loop find the
+    /// consumer closed and skip that poll. The callback is the only place that can
+    /// tell: `StreamConsumer` exposes neither `close_queue` nor `closed`. Nothing the
+    /// close still does needs this thread to serve the queue (librdkafka's own thread
+    /// handles the unassign, the partitions' stop and the LeaveGroup response), and the
+    /// wait is bounded anyway.
+    fn wait_until_closed(&self, base: &BaseConsumer<Self>) {
+        let start = Instant::now();
+        // The close is a round trip or two: check often at first, then back off.
+        let mut pause = Duration::from_micros(50);
+        while !base.closed() {
+            if start.elapsed() >= CLOSE_WAIT_LIMIT {
+                debug!(waited = ?start.elapsed(), "librdkafka is still closing the consumer; its drop waits for the rest");
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(CLOSE_CHECK_MAX_PAUSE);
+        }
+        debug!(waited = ?start.elapsed(), "librdkafka closed the consumer: the group is left");
+    }
+
     /// Commits the stored positions of the revoked partitions, before librdkafka gives
     /// them up. Synchronous on purpose: the next owner must start after them.
     fn commit_revoked(&self, base: &BaseConsumer<Self>, revoked: &[TopicPartition]) {
@@ -265,11 +313,21 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let assigned = partitions(tpl);
-            self.assigned(&assigned);
-            self.push_event(SourceEvent::Assigned(assigned));
+    fn post_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions(tpl);
+                self.assigned(&assigned);
+                self.push_event(SourceEvent::Assigned(assigned));
+            }
+            // Only the close's revoke of everything: after a partial (cooperative) one,
+            // the close still has to hand this thread the revoke of the rest.
+            Rebalance::Revoke(_)
+                if self.terminating.load(Ordering::Acquire) && self.lock().assigned.is_empty() =>
+            {
+                self.wait_until_closed(base);
+            }
+            Rebalance::Revoke(_) | Rebalance::Error(_) => {}
         }
     }
 

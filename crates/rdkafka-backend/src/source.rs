@@ -22,7 +22,7 @@ use crate::config::{
 };
 use crate::context::GroupContext;
 use crate::convert::{partition_list, source_error, to_tpl, MessageConverter};
-use crate::worker::{RdConsumer, Worker};
+use crate::worker::{Membership, RdConsumer, Worker};
 use crate::BACKEND;
 
 /// Records taken per poll at most; librdkafka keeps prefetching behind them.
@@ -41,7 +41,8 @@ const MAX_BATCH: usize = 1024;
 ///   nothing is committed and [`SourceEvent::Lost`] is reported.
 /// - Commits and closing run on a helper thread, so neither blocks a stop: closing waits
 ///   at most the [close timeout](RdkafkaSourceBuilder::close_timeout), then lets
-///   librdkafka finish in the background.
+///   librdkafka finish in the background. Within it, closing returns once the member
+///   has left its group (a static assignment has no group to leave: at once).
 pub struct RdkafkaSource {
     config: ClientConfig,
     subscription: Subscription,
@@ -137,7 +138,7 @@ impl RdkafkaSource {
             .create_with_context(GroupContext::default())
             .map_err(|e| source_error("creating the consumer", e))?;
         let context = Arc::clone(consumer.context());
-        match &self.subscription {
+        let membership = match &self.subscription {
             Subscription::Partitions(partitions) => {
                 let mut tpl = TopicPartitionList::with_capacity(partitions.len());
                 for tp in partitions {
@@ -149,12 +150,14 @@ impl RdkafkaSource {
                     .map_err(|e| source_error("assigning the partitions", e))?;
                 context.assigned(partitions);
                 context.push_event(SourceEvent::Assigned(partitions.clone()));
+                Membership::Static
             }
             Subscription::Topics(topics) => {
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
                 consumer
                     .subscribe(&topics)
                     .map_err(|e| source_error("subscribing", e))?;
+                Membership::Group
             }
             other => {
                 return Err(SourceError::fatal(
@@ -162,9 +165,9 @@ impl RdkafkaSource {
                     format!("unsupported subscription {other:?}"),
                 ))
             }
-        }
+        };
         let consumer = Arc::new(consumer);
-        let worker = Worker::spawn(Arc::clone(&consumer)).map_err(|e| {
+        let worker = Worker::spawn(Arc::clone(&consumer), membership).map_err(|e| {
             SourceError::fatal(BACKEND, format!("cannot spawn the helper thread: {e}"))
         })?;
         debug!("librdkafka consumer created");
