@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{deadlock_watchdog, Call, Observed};
+use common::{deadlock_watchdog, header_number, Call, Observed};
 use kafka_thread_manager::mock::{Fault, FaultPlan, MockCluster};
 use kafka_thread_manager::{
     CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, ProcessingOrder, RetryPolicy,
@@ -122,19 +122,12 @@ fn settled(case: &Case, cluster: &MockCluster, handled: &Ledger, at: (i32, i64))
 
 /// The (partition, offset) each dead letter says it came from.
 fn dead_letters(cluster: &MockCluster) -> Vec<(i32, i64)> {
-    let header = |m: &Message, key: &str| -> i64 {
-        let h = m.headers().iter().find(|h| h.key == key).unwrap();
-        std::str::from_utf8(h.value.as_ref().unwrap())
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
     (0..PARTITIONS)
         .flat_map(|p| cluster.records("t.dlq", p).unwrap())
         .map(|m| {
             (
-                header(&m, "ktm.dlq.source.partition") as i32,
-                header(&m, "ktm.dlq.source.offset"),
+                header_number(&m, "ktm.dlq.source.partition") as i32,
+                header_number(&m, "ktm.dlq.source.offset"),
             )
         })
         .collect()

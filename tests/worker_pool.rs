@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cluster_with, eventually, Call, Observed};
+use common::{cluster_with, eventually, header_number, Call, Observed};
 use kafka_thread_manager::mock::{MockCluster, Record};
 use kafka_thread_manager::{
     BuildError, CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, ProcessingOrder,
-    RetryPolicy, State, StopReason, ThreadManager, ThreadManagerBuilder, TopicPartition,
-    WorkerPool,
+    RetryPolicy, State, StopReason, StopReport, ThreadManager, ThreadManagerBuilder,
+    TopicPartition, WorkerPool,
 };
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -58,6 +58,19 @@ fn committed(cluster: &MockCluster, topic: &str, partition: i32) -> Option<i64> 
     cluster.committed("g", topic, partition)
 }
 
+/// Waits until partitions `0..partitions` of "t" are committed to `end`, then stops `m`.
+fn stop_once_committed(
+    m: &ThreadManager,
+    cluster: &MockCluster,
+    partitions: i32,
+    end: i64,
+) -> StopReport {
+    eventually(PATIENCE, &format!("t committed to {end}"), || {
+        (0..partitions).all(|p| committed(cluster, "t", p) == Some(end))
+    });
+    m.stop().unwrap()
+}
+
 /// Offsets seen per partition, in the order the callbacks ran.
 fn by_partition(log: &[Seen]) -> BTreeMap<i32, Vec<i64>> {
     let mut out: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
@@ -81,10 +94,7 @@ fn partition_order_is_kept_on_one_worker_per_partition_and_all_is_committed() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        (0..6).all(|p| committed(&cluster, "t", p) == Some(200))
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 6, 200);
     assert_eq!(report.messages_handled, 1200);
     let log = log.lock().unwrap().clone();
     for (p, offsets) in by_partition(&log) {
@@ -138,10 +148,7 @@ fn partitions_run_in_parallel_one_per_worker() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        (0..4).all(|p| committed(&cluster, "t", p) == Some(10))
-    });
-    m.stop().unwrap();
+    stop_once_committed(&m, &cluster, 4, 10);
     assert_eq!(most.load(Ordering::SeqCst), 4, "four callbacks ran at once");
 }
 
@@ -201,10 +208,7 @@ fn key_order_runs_a_partition_in_parallel_and_commits_no_gap() {
         .get(&TopicPartition::new("t", 0))
         .is_none_or(|p| p <= 5));
     release.store(true, Ordering::SeqCst);
-    eventually(PATIENCE, "all committed", || {
-        committed(&cluster, "t", 0) == Some(400)
-    });
-    m.stop().unwrap();
+    stop_once_committed(&m, &cluster, 1, 400);
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 400);
     let mut per_key: BTreeMap<Vec<u8>, Vec<i64>> = BTreeMap::new();
@@ -278,10 +282,7 @@ fn a_full_queue_pauses_the_partition_and_the_backlog_stays_bounded() {
     );
     assert!(stats.held > 0, "the poll batch that did not fit is held");
     release.store(true, Ordering::SeqCst);
-    eventually(PATIENCE, "all committed", || {
-        committed(&cluster, "t", 0) == Some(2000)
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 1, 2000);
     assert_eq!(report.messages_handled, 2000);
     let pauses = pauses.lock().unwrap().clone();
     let (p, r) = (
@@ -308,10 +309,7 @@ fn batch_callbacks_get_ordered_batches_of_one_partition() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        (0..3).all(|p| committed(&cluster, "t", p) == Some(300))
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 3, 300);
     assert_eq!(report.messages_handled, 900);
     let batches = batches.lock().unwrap().clone();
     let mut all: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
@@ -346,10 +344,7 @@ fn a_single_batch_callback_needs_no_clone_and_sees_every_message() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        (0..2).all(|p| committed(&cluster, "t", p) == Some(50))
-    });
-    m.stop().unwrap();
+    stop_once_committed(&m, &cluster, 2, 50);
     assert_eq!(rx.try_iter().sum::<usize>(), 100);
 }
 
@@ -378,10 +373,7 @@ fn a_failed_batch_is_retried_whole_then_skipped_by_policy() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        committed(&cluster, "t", 0) == Some(100)
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 1, 100);
     let attempts = attempts.lock().unwrap().clone();
     let poisoned: Vec<_> = attempts.iter().filter(|b| b.contains(&40)).collect();
     assert_eq!(poisoned.len(), 3, "one try and two retries: {poisoned:?}");
@@ -419,10 +411,7 @@ fn a_failed_message_is_retried_in_place_and_order_is_kept() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        (0..2).all(|p| committed(&cluster, "t", p) == Some(20))
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 2, 20);
     let p0 = by_partition(&log.lock().unwrap())[&0].clone();
     let mut expected: Vec<i64> = (0..20).collect();
     expected.splice(3..4, [3, 3, 3]);
@@ -480,10 +469,7 @@ fn dead_letters_from_workers_are_committed_after_the_ack() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        committed(&cluster, "t", 0) == Some(50)
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 1, 50);
     let dead = cluster.records("t.dlq", 0).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].key(), Some(&b"key-7"[..]));
@@ -719,25 +705,12 @@ fn dead_letters_of_one_partition_stay_in_offset_order_through_send_faults() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        committed(&cluster, "t", 0) == Some(20)
-    });
-    let report = m.stop().unwrap();
+    let report = stop_once_committed(&m, &cluster, 1, 20);
     let sources: Vec<i64> = cluster
         .records("t.dlq", 0)
         .unwrap()
         .iter()
-        .map(|d| {
-            let h = d
-                .headers()
-                .iter()
-                .find(|h| h.key == "ktm.dlq.source.offset")
-                .unwrap();
-            std::str::from_utf8(h.value.as_ref().unwrap())
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|d| header_number(d, "ktm.dlq.source.offset"))
         .collect();
     assert_eq!(sources, [3, 4, 5], "in offset order, each once");
     assert_eq!((report.dead_lettered, report.dead_letter_errors), (3, 1));
@@ -769,10 +742,7 @@ fn a_slow_callback_is_reported_and_committed_as_it_goes() {
         .build()
         .unwrap();
     m.start().unwrap();
-    eventually(PATIENCE, "all committed", || {
-        committed(&cluster, "t", 0) == Some(20)
-    });
-    m.stop().unwrap();
+    stop_once_committed(&m, &cluster, 1, 20);
     let commits = commits.lock().unwrap().clone();
     // The 20 messages arrive as one run; without reports inside it, one commit of 20.
     assert!(

@@ -112,6 +112,15 @@ impl<S: kafka_thread_manager::MessageSource> kafka_thread_manager::MessageSource
     }
 }
 
+/// A numeric header of a message (a dead letter's `ktm.dlq.source.offset`, say).
+pub fn header_number(m: &kafka_thread_manager::Message, key: &str) -> i64 {
+    let h = m.headers().iter().find(|h| h.key == key).expect("header");
+    std::str::from_utf8(h.value.as_ref().expect("value"))
+        .expect("utf-8")
+        .parse()
+        .expect("a number")
+}
+
 /// The value of metric `name` whose labels include `labels`, from Prometheus text.
 pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()

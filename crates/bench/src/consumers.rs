@@ -12,7 +12,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ktm_core::{CommitPolicy, Message as CoreMessage, OffsetReset, ThreadManager, WorkerPool};
+use ktm_core::{
+    CommitPolicy, Message as CoreMessage, OffsetReset, ThreadManager, ThreadManagerBuilder,
+    WorkerPool,
+};
 use ktm_rdkafka::RdkafkaSource;
 use ktm_rskafka::RskafkaSource;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -300,6 +303,15 @@ fn rdkafka_source(a: &ChildArgs, group: &str, reset: OffsetReset) -> BoxResult<R
         .build()?)
 }
 
+/// A manager builder over the backlog from offset 0, on rskafka or rdkafka.
+fn manager_builder(a: &ChildArgs, group: &str, rskafka: bool) -> BoxResult<ThreadManagerBuilder> {
+    Ok(if rskafka {
+        ThreadManager::builder(rskafka_source(a, group, OffsetReset::Earliest)?)
+    } else {
+        ThreadManager::builder(rdkafka_source(a, group, OffsetReset::Earliest)?)
+    })
+}
+
 fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
     let meter = Meter::new(a.messages);
     // A group per run: each reads the topic from offset 0.
@@ -329,13 +341,8 @@ fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
             result
         }
         Kind::PoolRskafka | Kind::PoolRdkafka => {
-            let builder = if a.kind == Kind::PoolRskafka {
-                ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Earliest)?)
-            } else {
-                ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Earliest)?)
-            };
             let m = Arc::clone(&meter);
-            let manager = builder
+            let manager = manager_builder(a, &group, a.kind == Kind::PoolRskafka)?
                 .thread_lifetime(None)
                 .commit_policy(CommitPolicy::Interval(Duration::from_secs(5)))
                 .parallel_callback(
@@ -353,14 +360,9 @@ fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
             result
         }
         _ => {
-            let builder = if a.kind == Kind::ManagerRskafka {
-                ThreadManager::builder(rskafka_source(a, &group, OffsetReset::Earliest)?)
-            } else {
-                ThreadManager::builder(rdkafka_source(a, &group, OffsetReset::Earliest)?)
-            };
             let m = Arc::clone(&meter);
             // Commits every 5 s, like the original's enable.auto.commit default.
-            let manager = builder
+            let manager = manager_builder(a, &group, a.kind == Kind::ManagerRskafka)?
                 .thread_lifetime(None)
                 .commit_policy(CommitPolicy::Interval(Duration::from_secs(5)))
                 .callback(move |msg: &CoreMessage| -> Result<(), std::io::Error> {
