@@ -37,6 +37,13 @@ const FETCH_WAIT_MS: i32 = 5;
 /// full, which stalls any consumer slower than the fetch (the manager, which copies each
 /// record into an owned message, reached 0.2M messages/s with it, 1.1M without).
 const FETCH_QUEUE_BACKOFF_MS: &str = "5";
+
+/// The two fetch settings above as Python dict entries, for the original's patched copy.
+pub(crate) fn fetch_settings_python() -> String {
+    format!(
+        r#""fetch.wait.max.ms": {FETCH_WAIT_MS}, "fetch.queue.backoff.ms": {FETCH_QUEUE_BACKOFF_MS}"#
+    )
+}
 /// Group session timeout: Tansu 0.6 can take half of it to complete a join.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -250,6 +250,20 @@ fn main() -> BoxResult<()> {
     if let Err(why) = &python {
         eprintln!("python original: not measured: {why}");
     }
+    // The same original with the Rust consumers' fetch settings: context, not a bar.
+    let python_same_fetch = if o.skip_python || python.is_err() {
+        Err("not measured (the original was not)".to_owned())
+    } else {
+        python::with_settings(&o.script, &consumers::fetch_settings_python()).and_then(|copy| {
+            let script = copy.to_string_lossy().into_owned();
+            let run = python::run(&o.python, &script, &broker.address, &topic, o.messages, 1);
+            let _ = std::fs::remove_file(&copy);
+            run
+        })
+    };
+    if let Err(why) = &python_same_fetch {
+        eprintln!("python original with the same fetch settings: not measured: {why}");
+    }
 
     let mut notes = Vec::new();
     notes.push(format!(
@@ -272,6 +286,7 @@ fn main() -> BoxResult<()> {
         stops_rdkafka,
         close_raw_rdkafka,
         python,
+        python_same_fetch,
         pool_messages: o.pool_messages,
         pool_partitions: POOL_PARTITIONS,
         pool_rows,

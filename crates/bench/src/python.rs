@@ -25,6 +25,29 @@ pub(crate) struct PythonRun {
 /// Why the original has no numbers, or what it measured.
 pub(crate) type PythonOutcome = Result<PythonRun, String>;
 
+/// The measured consumer's settings in the original, as shipped.
+const SHIPPED_SETTINGS: &str = r#""enable.auto.commit": True}"#;
+
+/// A copy of `script` whose measured consumer also gets `settings` (librdkafka
+/// properties, `"key": value` pairs): the original given the fetch settings the Rust
+/// consumers of the bench use, so config and library can be told apart. Written to the
+/// temporary directory; the caller removes it.
+pub(crate) fn with_settings(script: &str, settings: &str) -> Result<std::path::PathBuf, String> {
+    let text = std::fs::read_to_string(script).map_err(|e| format!("cannot read {script}: {e}"))?;
+    if text.matches(SHIPPED_SETTINGS).count() != 1 {
+        return Err(format!(
+            "the script's consumer settings are not the expected ones ({SHIPPED_SETTINGS})"
+        ));
+    }
+    let patched = text.replace(
+        SHIPPED_SETTINGS,
+        &format!(r#""enable.auto.commit": True, {settings}}}"#),
+    );
+    let path = std::env::temp_dir().join(format!("ktm-bench-{}-seed.py", std::process::id()));
+    std::fs::write(&path, patched).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// Checks that `python` can import confluent_kafka.
 fn check(python: &str) -> Result<(), String> {
     let out = Command::new(python)
