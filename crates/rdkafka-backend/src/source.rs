@@ -286,14 +286,14 @@ impl MessageSource for RdkafkaSource {
         Ok(())
     }
 
-    /// Pauses the partitions with librdkafka's `rd_kafka_pause_partitions`: it stops
-    /// fetching them and drops the records it prefetched; the resume fetches from the
-    /// last record returned + 1. The group membership goes on. Partitions not assigned
-    /// are ignored (librdkafka would keep the pause for a later assignment).
     fn group_id(&self) -> Option<&str> {
         self.config.get("group.id")
     }
 
+    /// Pauses the partitions with librdkafka's `rd_kafka_pause_partitions`: it stops
+    /// fetching them and drops the records it prefetched; the resume fetches from the
+    /// last record returned + 1. The group membership goes on. Partitions not assigned
+    /// are ignored (librdkafka would keep the pause for a later assignment).
     fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         let Some(running) = &self.running else {
             return Ok(());
