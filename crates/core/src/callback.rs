@@ -221,14 +221,8 @@ impl<A: AsyncCallback> Handle for AsyncHandler<A> {
     const SYNC: bool = false;
 
     fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
-        // The runner checks `SYNC` first; should that ever be wrong, fail the message
-        // (nothing is committed past it) rather than pretend it was handled.
-        Err(failure(
-            message,
-            Ok(Err(CallbackError::permanent(
-                "internal error: async handler called synchronously",
-            ))),
-        ))
+        // The runner checks `SYNC` first.
+        Err(misrouted(message, "an async handler called synchronously"))
     }
 
     async fn call_async(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
@@ -247,12 +241,10 @@ impl Handle for Dispatched {
     const SYNC: bool = false;
 
     fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
-        // Never called; should it be, fail the message (nothing is committed past it).
-        Err(failure(
+        // Never called: the runner dispatches to the pool instead.
+        Err(misrouted(
             message,
-            Ok(Err(CallbackError::permanent(
-                "internal error: a pooled handler called on the consumer thread",
-            ))),
+            "a pooled handler called on the consumer thread",
         ))
     }
 
@@ -262,6 +254,18 @@ impl Handle for Dispatched {
     ) -> impl Future<Output = Result<(), Box<CallbackFailure>>> + Send + 'a {
         std::future::ready(self.call_sync(message))
     }
+}
+
+/// A handler called on a path it is not for. Should that ever happen, the message fails
+/// (nothing is committed past it) rather than pass for handled.
+#[cold]
+fn misrouted(message: &Message, what: &str) -> Box<CallbackFailure> {
+    failure(
+        message,
+        Ok(Err(CallbackError::permanent(format!(
+            "internal error: {what}"
+        )))),
+    )
 }
 
 /// Boxed, so the per-message outcome type stays one word on the success path.

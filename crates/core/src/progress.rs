@@ -107,18 +107,16 @@ impl Progress {
         }
     }
 
-    /// Counts a message a worker handled; its position moves separately ([`Self::advance`]),
-    /// as workers may finish a partition's messages out of order.
-    pub(crate) fn count_handled(&mut self, message: &Message) {
-        let idx = self.index_of(message.topic_arc(), message.partition());
-        self.partitions[idx].count += 1;
-    }
-
-    /// Moves the position of the message's partition to `position` (never back).
-    pub(crate) fn advance(&mut self, message: &Message, position: i64) {
-        let idx = self.index_of(message.topic_arc(), message.partition());
+    /// Counts `handled` messages of `tp` that a worker handled and moves its position to
+    /// `position` (never back), if given: workers finish a partition's messages out of
+    /// order, so the in-flight tracker, not the offsets, decides the position.
+    pub(crate) fn handled_run(&mut self, tp: &TopicPartition, handled: u64, position: Option<i64>) {
+        let idx = self.index_of(tp.topic_arc(), tp.partition());
         let p = &mut self.partitions[idx];
-        p.handled = p.handled.max(position);
+        p.count += handled;
+        if let Some(position) = position {
+            p.handled = p.handled.max(position);
+        }
     }
 
     /// Moves the position past a message the failure policy disposed of (skipped or

@@ -100,11 +100,18 @@ impl<H: Handle> Runner<H> {
                     self.progress.callback_sample(first, took);
                     self.metrics.callback_sample(first, took);
                 }
-                for message in &messages {
-                    self.settle_message(message);
-                    self.progress.count_handled(message);
-                }
+                // A report is one partition's run: settle its offsets, then update that
+                // partition's progress once.
                 let n = messages.len() as u64;
+                let mut position = None;
+                if let Some(pool) = self.pool.as_mut() {
+                    for message in &messages {
+                        if let Settled::Position(p) = pool.settle(&tp, message.offset()) {
+                            position = Some(p);
+                        }
+                    }
+                }
+                self.progress.handled_run(&tp, n, position);
                 Counters::add(&self.shared.counters.handled, n);
                 self.handled_since_commit += n;
                 None
@@ -180,10 +187,9 @@ impl<H: Handle> Runner<H> {
             self.progress.disposed(message);
             return;
         };
-        if let Settled::Position(position) =
-            pool.settle(&message.topic_partition(), message.offset())
-        {
-            self.progress.advance(message, position);
+        let tp = message.topic_partition();
+        if let Settled::Position(position) = pool.settle(&tp, message.offset()) {
+            self.progress.handled_run(&tp, 0, Some(position));
         }
     }
 
