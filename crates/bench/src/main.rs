@@ -209,6 +209,7 @@ fn main() -> BoxResult<()> {
     let manager_rskafka = measure(Kind::ManagerRskafka)?;
     let raw_rdkafka = measure(Kind::RawRdkafka)?;
     let manager_rdkafka = measure(Kind::ManagerRdkafka)?;
+    let manager_rdkafka_headers = measure(Kind::ManagerRdkafkaHeaders)?;
     let stops_rskafka = parse_stops(&spawn_child(&child(Kind::StopRskafka, &idle_topic))?)?;
     let stops_rdkafka = parse_stops(&spawn_child(&child(Kind::StopRdkafka, &idle_topic))?)?;
     let close_raw_rdkafka = parse_stops(&spawn_child(&child(Kind::CloseRawRdkafka, &idle_topic))?)?;
@@ -282,6 +283,7 @@ fn main() -> BoxResult<()> {
         manager_rskafka,
         raw_rdkafka,
         manager_rdkafka,
+        manager_rdkafka_headers,
         stops_rskafka,
         stops_rdkafka,
         close_raw_rdkafka,

@@ -31,6 +31,8 @@ pub(crate) struct Results {
     pub(crate) manager_rskafka: Throughput,
     pub(crate) raw_rdkafka: Throughput,
     pub(crate) manager_rdkafka: Throughput,
+    /// The rdkafka manager with record headers read (its default): a reference row.
+    pub(crate) manager_rdkafka_headers: Throughput,
     pub(crate) stops_rskafka: Vec<f64>,
     pub(crate) stops_rdkafka: Vec<f64>,
     /// Closing a raw `BaseConsumer` the same way: a reference, not a bar.
@@ -248,6 +250,10 @@ impl Results {
                 "ThreadManager + ktm-rdkafka".to_owned(),
                 self.manager_rdkafka.per_second(),
             ),
+            (
+                "ThreadManager + ktm-rdkafka, headers read".to_owned(),
+                self.manager_rdkafka_headers.per_second(),
+            ),
         ];
         if let Ok(py) = &self.python {
             rows.push((
@@ -315,6 +321,11 @@ impl Results {
             (
                 "ThreadManager + ktm-rdkafka",
                 &self.manager_rdkafka,
+                &self.raw_rdkafka,
+            ),
+            (
+                "reference: ThreadManager + ktm-rdkafka, headers read (its default)",
+                &self.manager_rdkafka_headers,
                 &self.raw_rdkafka,
             ),
         ] {
@@ -414,11 +425,23 @@ impl Results {
              batches per partition); the rdkafka loop and manager also set \
              fetch.queue.backoff.ms 5 (librdkafka's default 1 s pauses a partition's fetching \
              whenever its local queue is full, which held the rdkafka manager at about 0.2M \
-             messages/s), and librdkafka's defaults otherwise. The Python original runs as \
+             messages/s), and bound librdkafka's prefetch queue to 4 MiB / 10,000 messages \
+             (queued.max.messages.kbytes, queued.min.messages; with the 64 MiB default the \
+             same raw loop swung between 0.68M and 1.68M messages/s over 15 runs on this \
+             machine, and the rdkafka manager between 0.67 and 1.46 x of it; with 4 MiB the \
+             loop held at 1.05M-1.19M over 9 runs, with half the peak RSS), and librdkafka's defaults otherwise. The Python original runs as \
              shipped: confluent-kafka with librdkafka's defaults. Group consumers use \
              session.timeout.ms 6000, heartbeat 1000 ms (Tansu 0.6 can take half the \
              session timeout to complete a join). Managers commit every 5 s (the original \
              auto-commits every 5 s).",
+            "The ThreadManager + ktm-rdkafka row reads no record headers \
+             (`RdkafkaSourceBuilder::read_headers(false)`), like the raw loop, which reads \
+             only each record's payload; the reference row below it runs the rdkafka \
+             backend's defaults, headers read. librdkafka parses a record's header block on \
+             every read, with a heap-allocated reader, even when the block is empty (as \
+             here); with the manager as the only user of the consumer thread's time, that \
+             parse is the difference between the two rows. The rskafka backend always \
+             reads headers (rskafka decodes them with the record).",
             "`stop()` latency of a manager: a manager subscribed to an empty topic of the same \
              partition count (offset reset latest), in a new group each run, is started; once \
              `stats().assignment` is non-empty it idles 0.5 s, then `stop()` is timed (the \
@@ -442,7 +465,7 @@ impl Results {
                 s,
                 "- Context for the 5 x bars, which compare with the original as shipped: a \
                  copy of the original given the Rust consumers' fetch settings \
-                 (fetch.wait.max.ms 5, fetch.queue.backoff.ms 5) reached {:.0} messages/s; \
+                 (fetch.wait.max.ms 5, fetch.queue.backoff.ms 5, the same prefetch queue bound) reached {:.0} messages/s; \
                  against it the rskafka manager is {:.1} x and the rdkafka manager {:.1} x.",
                 py.steady_per_s,
                 self.manager_rskafka.per_second() / py.steady_per_s,

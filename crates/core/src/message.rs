@@ -22,16 +22,19 @@ impl TopicPartition {
     }
 
     /// The topic name.
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// The topic name as a shared string (cloning it does not allocate).
+    #[inline]
     pub fn topic_arc(&self) -> &Arc<str> {
         &self.topic
     }
 
     /// The partition number.
+    #[inline]
     pub fn partition(&self) -> i32 {
         self.partition
     }
@@ -125,51 +128,61 @@ impl Message {
     }
 
     /// The topic this record was read from.
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// The partition this record was read from.
+    #[inline]
     pub fn partition(&self) -> i32 {
         self.partition
     }
 
     /// The record's offset within its partition.
+    #[inline]
     pub fn offset(&self) -> i64 {
         self.offset
     }
 
     /// The key, if the record has one.
+    #[inline]
     pub fn key(&self) -> Option<&[u8]> {
         self.key.as_deref()
     }
 
     /// The payload; `None` for a null payload (a tombstone).
+    #[inline]
     pub fn payload(&self) -> Option<&[u8]> {
         self.payload.as_deref()
     }
 
     /// The key as shared bytes (cloning does not copy).
+    #[inline]
     pub fn key_bytes(&self) -> Option<&Bytes> {
         self.key.as_ref()
     }
 
     /// The payload as shared bytes (cloning does not copy).
+    #[inline]
     pub fn payload_bytes(&self) -> Option<&Bytes> {
         self.payload.as_ref()
     }
 
     /// The record's timestamp, if the broker reported one.
+    #[inline]
     pub fn timestamp(&self) -> Option<Timestamp> {
         self.timestamp
     }
 
     /// The record's headers, in the order they were produced.
+    #[inline]
     pub fn headers(&self) -> &[Header] {
         self.headers.as_deref().unwrap_or(&[])
     }
 
     /// The topic-partition this record belongs to.
+    #[inline]
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition {
             topic: Arc::clone(&self.topic),
@@ -199,6 +212,7 @@ impl MessageBuilder {
     }
 
     /// Sets or clears the key.
+    #[inline]
     pub fn maybe_key(mut self, key: Option<Bytes>) -> Self {
         self.message.key = key;
         self
@@ -211,12 +225,14 @@ impl MessageBuilder {
     }
 
     /// Sets or clears the payload (`None` is a null payload).
+    #[inline]
     pub fn maybe_payload(mut self, payload: Option<Bytes>) -> Self {
         self.message.payload = payload;
         self
     }
 
     /// Sets the timestamp.
+    #[inline]
     pub fn timestamp(mut self, timestamp: Timestamp) -> Self {
         self.message.timestamp = Some(timestamp);
         self
@@ -235,6 +251,7 @@ impl MessageBuilder {
     }
 
     /// Finishes the message.
+    #[inline]
     pub fn build(mut self) -> Message {
         if !self.headers.is_empty() {
             self.message.headers = Some(self.headers.into());

@@ -38,6 +38,7 @@ impl PollBatch {
     }
 
     /// Adds a message. Messages of one partition must be pushed in offset order.
+    #[inline]
     pub fn push(&mut self, message: Message) {
         self.messages.push(message);
     }
@@ -51,6 +52,22 @@ impl PollBatch {
     /// get), as the broker last told it; the manager derives lag from it. Optional.
     pub fn set_high_watermark(&mut self, tp: TopicPartition, high_watermark: i64) {
         self.high_watermarks.push((tp, high_watermark));
+    }
+
+    /// Keeps only the messages `keep` accepts, in order: for a source that learns, after
+    /// pushing them, that some must not be delivered (say, their partition was revoked).
+    ///
+    /// ```
+    /// use ktm_core::{Message, PollBatch};
+    /// let mut batch = PollBatch::new();
+    /// batch.push(Message::builder("t", 0, 7).build());
+    /// batch.push(Message::builder("t", 1, 3).build());
+    /// batch.retain(|m| m.partition() != 0);
+    /// assert_eq!(batch.messages()[0].offset(), 3);
+    /// assert_eq!(batch.len(), 1);
+    /// ```
+    pub fn retain(&mut self, keep: impl FnMut(&Message) -> bool) {
+        self.messages.retain(keep);
     }
 
     /// The high watermarks reported with this batch.
@@ -69,6 +86,7 @@ impl PollBatch {
     }
 
     /// Number of messages.
+    #[inline]
     pub fn len(&self) -> usize {
         self.messages.len()
     }

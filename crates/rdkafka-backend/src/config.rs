@@ -48,6 +48,7 @@ pub struct RdkafkaSourceBuilder {
     from_config: Option<ConsumerConfig>,
     extra: Vec<(String, String)>,
     close_timeout: Duration,
+    read_headers: bool,
 }
 
 impl RdkafkaSourceBuilder {
@@ -57,6 +58,7 @@ impl RdkafkaSourceBuilder {
             from_config: None,
             extra: Vec::new(),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            read_headers: true,
         }
     }
 
@@ -153,6 +155,13 @@ impl RdkafkaSourceBuilder {
         self
     }
 
+    /// Whether records' headers are read (default `true`); see
+    /// [`RdkafkaSource::with_read_headers`] for what turning it off saves.
+    pub fn read_headers(mut self, read: bool) -> Self {
+        self.read_headers = read;
+        self
+    }
+
     /// Checks the settings (the shared rules, then librdkafka's own, by creating a
     /// client) and builds the source. Nothing connects until the first poll.
     ///
@@ -168,7 +177,10 @@ impl RdkafkaSourceBuilder {
         for (key, value) in self.extra {
             client.set(key, value);
         }
-        RdkafkaSource::from_parts(client, common.subscription, self.close_timeout)
+        Ok(
+            RdkafkaSource::from_parts(client, common.subscription, self.close_timeout)?
+                .with_read_headers(self.read_headers),
+        )
     }
 }
 

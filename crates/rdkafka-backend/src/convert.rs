@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ktm_core::{Header, Message as CoreMessage, Offsets, SourceError, Timestamp, TopicPartition};
+use ktm_core::{
+    Header, Message as CoreMessage, Offsets, SourceError, Subscription, Timestamp, TopicPartition,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
@@ -11,13 +13,38 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use crate::BACKEND;
 
 /// Converts records, sharing one `Arc<str>` per topic instead of allocating per record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct MessageConverter {
     topics: Vec<Arc<str>>,
+    /// The only topic the consumer can receive, when the subscription names exactly one:
+    /// then a record's topic name is not read at all (librdkafka measures and checks it
+    /// as UTF-8 on every read).
+    only_topic: Option<Arc<str>>,
+    read_headers: bool,
 }
 
 impl MessageConverter {
-    fn topic(&mut self, name: &str) -> Arc<str> {
+    /// A converter for records of this subscription.
+    pub(crate) fn new(subscription: &Subscription, read_headers: bool) -> Self {
+        let mut names = subscription_topics(subscription);
+        names.dedup();
+        let only_topic = match names.as_slice() {
+            // A name starting with `^` is a pattern, which may match several topics.
+            [name] if !name.starts_with('^') => Some(Arc::from(*name)),
+            _ => None,
+        };
+        Self {
+            topics: Vec::new(),
+            only_topic,
+            read_headers,
+        }
+    }
+
+    fn topic(&mut self, m: &BorrowedMessage<'_>) -> Arc<str> {
+        if let Some(t) = &self.only_topic {
+            return Arc::clone(t);
+        }
+        let name = m.topic();
         if let Some(t) = self.topics.iter().find(|t| &***t == name) {
             return Arc::clone(t);
         }
@@ -28,7 +55,7 @@ impl MessageConverter {
 
     /// Copies a record out of librdkafka's buffer.
     pub(crate) fn convert(&mut self, m: &BorrowedMessage<'_>) -> CoreMessage {
-        let mut builder = CoreMessage::builder(self.topic(m.topic()), m.partition(), m.offset())
+        let mut builder = CoreMessage::builder(self.topic(m), m.partition(), m.offset())
             .maybe_key(m.key().map(Bytes::copy_from_slice))
             .maybe_payload(m.payload().map(Bytes::copy_from_slice));
         match m.timestamp() {
@@ -40,6 +67,9 @@ impl MessageConverter {
             }
             rdkafka::Timestamp::NotAvailable => {}
         }
+        if !self.read_headers {
+            return builder.build();
+        }
         if let Some(headers) = m.headers() {
             builder = builder.headers(headers.iter().map(|h| Header {
                 key: h.key.to_owned(),
@@ -48,6 +78,19 @@ impl MessageConverter {
         }
         builder.build()
     }
+}
+
+/// The topic names a subscription holds, sorted.
+fn subscription_topics(subscription: &Subscription) -> Vec<&str> {
+    let mut names: Vec<&str> = match subscription {
+        Subscription::Topics(topics) => topics.iter().map(String::as_str).collect(),
+        Subscription::Partitions(partitions) => {
+            partitions.iter().map(TopicPartition::topic).collect()
+        }
+        _ => Vec::new(),
+    };
+    names.sort_unstable();
+    names
 }
 
 /// The partitions of a list.
