@@ -295,6 +295,44 @@ fn stop_from_inside_the_callback_does_not_deadlock() {
 }
 
 #[test]
+fn wait_from_inside_the_callback_returns_an_error_and_the_thread_goes_on() {
+    let cluster = cluster_with("t", 1, 50);
+    let slot: Arc<Mutex<Option<Arc<ThreadManager>>>> = Arc::default();
+    let in_cb = Arc::clone(&slot);
+    let answer: Arc<Mutex<Option<String>>> = Arc::default();
+    let answer_cb = Arc::clone(&answer);
+    let m = Arc::new(
+        ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap())
+            .callback(move |msg: &Message| -> Ok {
+                if msg.offset() == 10 {
+                    let m = in_cb.lock().unwrap().clone().expect("manager set");
+                    // Without the guard this sleeps out the 30 s, then times out.
+                    let waited = m.wait(Some(Duration::from_secs(30)));
+                    *answer_cb.lock().unwrap() = Some(waited.unwrap_err().to_string());
+                }
+                Ok(())
+            })
+            .build()
+            .unwrap(),
+    );
+    *slot.lock().unwrap() = Some(Arc::clone(&m));
+    m.start().unwrap();
+    eventually(Duration::from_secs(20), "all 50 handled", || {
+        m.stats().messages_handled == 50
+    });
+    assert_eq!(m.state(), State::Running);
+    let report = m.stop().unwrap();
+    slot.lock().unwrap().take();
+    assert_eq!(report.messages_handled, 50);
+    assert!(answer
+        .lock()
+        .unwrap()
+        .as_deref()
+        .unwrap()
+        .starts_with("wait() called from the consumer thread"));
+}
+
+#[test]
 fn drop_without_stop_stops_the_thread() {
     let cluster = cluster_with("t", 1, 10);
     let m = ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap())

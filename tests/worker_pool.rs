@@ -543,6 +543,44 @@ fn stop_from_a_worker_callback_does_not_deadlock() {
 }
 
 #[test]
+fn wait_from_a_worker_callback_returns_an_error_and_the_pool_goes_on() {
+    let cluster = cluster_with("t", 2, 50);
+    let slot: Arc<Mutex<Option<Arc<ThreadManager>>>> = Arc::default();
+    let in_cb = Arc::clone(&slot);
+    let answer: Arc<Mutex<Option<String>>> = Arc::default();
+    let answer_cb = Arc::clone(&answer);
+    let m = Arc::new(
+        builder(&cluster, "t")
+            .parallel_callback(WorkerPool::new(2), move |msg: &Message| -> Ok {
+                if msg.offset() == 10 && msg.partition() == 1 {
+                    let m = in_cb.lock().unwrap().clone().expect("manager set");
+                    // Without the guard this sleeps out the 30 s, then times out.
+                    let waited = m.wait(Some(Duration::from_secs(30)));
+                    *answer_cb.lock().unwrap() = Some(waited.unwrap_err().to_string());
+                }
+                Ok(())
+            })
+            .build()
+            .unwrap(),
+    );
+    *slot.lock().unwrap() = Some(Arc::clone(&m));
+    m.start().unwrap();
+    eventually(PATIENCE, "all 50 handled", || {
+        m.stats().messages_handled == 50
+    });
+    let report = m.stop().unwrap();
+    slot.lock().unwrap().take();
+    assert_eq!(report.reason, StopReason::Requested);
+    assert_eq!(report.messages_handled, 50);
+    assert!(answer
+        .lock()
+        .unwrap()
+        .as_deref()
+        .unwrap()
+        .starts_with("wait() called from the consumer thread"));
+}
+
+#[test]
 fn a_rebalance_forgets_what_the_workers_still_had() {
     let cluster = cluster_with("t", 2, 400);
     let log: SeenLog = Arc::default();

@@ -35,6 +35,15 @@ pub enum Error {
         /// The consumer thread's name.
         thread: String,
     },
+    /// `wait()` was called on the consuming thread itself (from the callback, on the
+    /// consumer thread or a worker). The thread cannot end while its callback waits for
+    /// it, so this returns at once instead of deadlocking (or sleeping out the timeout);
+    /// the manager goes on running.
+    #[error("wait() called from the consumer thread '{thread}': it cannot end while its own callback waits for it")]
+    WaitFromConsumerThread {
+        /// The consumer thread's name.
+        thread: String,
+    },
     /// Waiting for the consumer thread timed out; it is still running or stopping.
     #[error("the consumer thread did not finish within {0:?}")]
     Timeout(Duration),

@@ -315,13 +315,22 @@ impl ThreadManager {
     ///
     /// # Errors
     /// [`Error::Timeout`] if it is still running; [`Error::InvalidState`] if it was never
-    /// started.
+    /// started; [`Error::WaitFromConsumerThread`] at once when called from a callback
+    /// while the thread runs (it would wait for itself).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<StopReport, Error> {
         let state = self.state();
         if state == State::Created {
             return Err(Error::InvalidState {
                 action: "wait for",
                 state,
+            });
+        }
+        if self.on_consumer_thread() {
+            if let Some(report) = self.shared.lifecycle().report.clone() {
+                return Ok(report);
+            }
+            return Err(Error::WaitFromConsumerThread {
+                thread: self.thread_name.clone(),
             });
         }
         let report = self
