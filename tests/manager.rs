@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cluster_with, eventually, handled_at_least, recorder};
+use common::{cluster_with, eventually, handled_at_least, recorder, FromCallback};
 use kafka_thread_manager::lifecycle::is_allowed;
 use kafka_thread_manager::mock::{Fault, FaultPlan, Faulty};
 use kafka_thread_manager::{
@@ -260,75 +260,58 @@ fn a_fatal_source_error_ends_failed() {
 #[test]
 fn stop_from_inside_the_callback_does_not_deadlock() {
     let cluster = cluster_with("t", 1, 50);
-    let slot: Arc<Mutex<Option<Arc<ThreadManager>>>> = Arc::default();
-    let in_cb = Arc::clone(&slot);
-    let answer: Arc<Mutex<Option<String>>> = Arc::default();
-    let answer_cb = Arc::clone(&answer);
-    let m = Arc::new(
+    let probe = FromCallback::default();
+    let in_cb = probe.clone();
+    let m = probe.set(
         ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap())
             .callback(move |msg: &Message| -> Ok {
                 if msg.offset() == 10 {
-                    let m = in_cb.lock().unwrap().clone().expect("manager set");
-                    *answer_cb.lock().unwrap() = Some(m.stop().unwrap_err().to_string());
+                    in_cb.call(ThreadManager::stop);
                 }
                 Ok(())
             })
             .build()
             .unwrap(),
     );
-    *slot.lock().unwrap() = Some(Arc::clone(&m));
     m.start().unwrap();
     let report = m.wait(Some(Duration::from_secs(20))).unwrap();
-    slot.lock().unwrap().take();
     assert_eq!(report.reason, StopReason::Requested);
     assert_eq!(
         report.messages_handled, 11,
         "the in-flight callback finished, nothing after it"
     );
     assert_eq!(cluster.committed("g", "t", 0), Some(11));
-    assert!(answer
-        .lock()
-        .unwrap()
-        .as_deref()
-        .unwrap()
+    assert!(probe
+        .answer()
         .starts_with("stop() called from the consumer thread"));
 }
 
 #[test]
 fn wait_from_inside_the_callback_returns_an_error_and_the_thread_goes_on() {
     let cluster = cluster_with("t", 1, 50);
-    let slot: Arc<Mutex<Option<Arc<ThreadManager>>>> = Arc::default();
-    let in_cb = Arc::clone(&slot);
-    let answer: Arc<Mutex<Option<String>>> = Arc::default();
-    let answer_cb = Arc::clone(&answer);
-    let m = Arc::new(
+    let probe = FromCallback::default();
+    let in_cb = probe.clone();
+    let m = probe.set(
         ThreadManager::builder(cluster.consumer("g").subscribe(["t"]).build().unwrap())
             .callback(move |msg: &Message| -> Ok {
                 if msg.offset() == 10 {
-                    let m = in_cb.lock().unwrap().clone().expect("manager set");
                     // Without the guard this sleeps out the 30 s, then times out.
-                    let waited = m.wait(Some(Duration::from_secs(30)));
-                    *answer_cb.lock().unwrap() = Some(waited.unwrap_err().to_string());
+                    in_cb.call(|m| m.wait(Some(Duration::from_secs(30))));
                 }
                 Ok(())
             })
             .build()
             .unwrap(),
     );
-    *slot.lock().unwrap() = Some(Arc::clone(&m));
     m.start().unwrap();
     eventually(Duration::from_secs(20), "all 50 handled", || {
         m.stats().messages_handled == 50
     });
     assert_eq!(m.state(), State::Running);
     let report = m.stop().unwrap();
-    slot.lock().unwrap().take();
     assert_eq!(report.messages_handled, 50);
-    assert!(answer
-        .lock()
-        .unwrap()
-        .as_deref()
-        .unwrap()
+    assert!(probe
+        .answer()
         .starts_with("wait() called from the consumer thread"));
 }
 

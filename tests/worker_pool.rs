@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cluster_with, eventually, header_number, Call, Observed};
+use common::{cluster_with, eventually, header_number, Call, FromCallback, Observed};
 use kafka_thread_manager::mock::{MockCluster, Record};
 use kafka_thread_manager::{
     BuildError, CallbackError, CommitPolicy, DeadLetter, FailurePolicy, Message, ProcessingOrder,
@@ -510,32 +510,24 @@ fn stop_lets_running_callbacks_finish_and_commits_what_they_finished() {
 #[test]
 fn stop_from_a_worker_callback_does_not_deadlock() {
     let cluster = cluster_with("t", 1, 50);
-    let slot: Arc<Mutex<Option<Arc<ThreadManager>>>> = Arc::default();
-    let in_cb = Arc::clone(&slot);
-    let answer: Arc<Mutex<Option<String>>> = Arc::default();
-    let answer_cb = Arc::clone(&answer);
-    let m = Arc::new(
+    let probe = FromCallback::default();
+    let in_cb = probe.clone();
+    let m = probe.set(
         builder(&cluster, "t")
             .parallel_callback(WorkerPool::new(2), move |msg: &Message| -> Ok {
                 if msg.offset() == 10 {
-                    let m = in_cb.lock().unwrap().clone().expect("manager set");
-                    *answer_cb.lock().unwrap() = Some(m.stop().unwrap_err().to_string());
+                    in_cb.call(ThreadManager::stop);
                 }
                 Ok(())
             })
             .build()
             .unwrap(),
     );
-    *slot.lock().unwrap() = Some(Arc::clone(&m));
     m.start().unwrap();
     let report = m.wait(Some(PATIENCE)).unwrap();
-    slot.lock().unwrap().take();
     assert_eq!(report.reason, StopReason::Requested);
-    assert!(answer
-        .lock()
-        .unwrap()
-        .as_deref()
-        .unwrap()
+    assert!(probe
+        .answer()
         .starts_with("stop() called from the consumer thread"));
     let done = report.messages_handled as i64;
     assert!(done >= 11, "the callback that stopped finished");
@@ -545,38 +537,29 @@ fn stop_from_a_worker_callback_does_not_deadlock() {
 #[test]
 fn wait_from_a_worker_callback_returns_an_error_and_the_pool_goes_on() {
     let cluster = cluster_with("t", 2, 50);
-    let slot: Arc<Mutex<Option<Arc<ThreadManager>>>> = Arc::default();
-    let in_cb = Arc::clone(&slot);
-    let answer: Arc<Mutex<Option<String>>> = Arc::default();
-    let answer_cb = Arc::clone(&answer);
-    let m = Arc::new(
+    let probe = FromCallback::default();
+    let in_cb = probe.clone();
+    let m = probe.set(
         builder(&cluster, "t")
             .parallel_callback(WorkerPool::new(2), move |msg: &Message| -> Ok {
                 if msg.offset() == 10 && msg.partition() == 1 {
-                    let m = in_cb.lock().unwrap().clone().expect("manager set");
                     // Without the guard this sleeps out the 30 s, then times out.
-                    let waited = m.wait(Some(Duration::from_secs(30)));
-                    *answer_cb.lock().unwrap() = Some(waited.unwrap_err().to_string());
+                    in_cb.call(|m| m.wait(Some(Duration::from_secs(30))));
                 }
                 Ok(())
             })
             .build()
             .unwrap(),
     );
-    *slot.lock().unwrap() = Some(Arc::clone(&m));
     m.start().unwrap();
     eventually(PATIENCE, "all 50 handled", || {
         m.stats().messages_handled == 50
     });
     let report = m.stop().unwrap();
-    slot.lock().unwrap().take();
     assert_eq!(report.reason, StopReason::Requested);
     assert_eq!(report.messages_handled, 50);
-    assert!(answer
-        .lock()
-        .unwrap()
-        .as_deref()
-        .unwrap()
+    assert!(probe
+        .answer()
         .starts_with("wait() called from the consumer thread"));
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_thread_manager::mock::MockCluster;
-use kafka_thread_manager::{StateChange, ThreadManager, TopicPartition};
+use kafka_thread_manager::{Error, StateChange, StopReport, ThreadManager, TopicPartition};
 
 /// A cluster with `topic` of `partitions`, filled with `count` records round-robin.
 pub fn cluster_with(topic: &str, partitions: i32, count: u64) -> MockCluster {
@@ -152,5 +152,48 @@ impl std::io::Write for Captured {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The manager, reachable from its own callback (built before the manager exists), and
+/// the error text of the one call the callback made on it.
+#[derive(Clone, Default)]
+pub struct FromCallback {
+    manager: Arc<Mutex<Option<Arc<ThreadManager>>>>,
+    answer: Arc<Mutex<Option<String>>>,
+}
+
+impl FromCallback {
+    /// In the callback: calls `f` on the manager, which must fail, and keeps the text.
+    pub fn call(&self, f: impl FnOnce(&ThreadManager) -> Result<StopReport, Error>) {
+        let manager = self
+            .manager
+            .lock()
+            .expect("slot lock")
+            .clone()
+            .expect("manager set before the callback runs");
+        let text = match f(&manager) {
+            Ok(report) => format!("unexpected success: {report:?}"),
+            Err(e) => e.to_string(),
+        };
+        *self.answer.lock().expect("answer lock") = Some(text);
+    }
+
+    /// Shares the built manager with its callback.
+    pub fn set(&self, manager: ThreadManager) -> Arc<ThreadManager> {
+        let manager = Arc::new(manager);
+        *self.manager.lock().expect("slot lock") = Some(Arc::clone(&manager));
+        manager
+    }
+
+    /// What the callback's call returned. Drops the callback's handle first: the
+    /// manager would keep itself alive through it.
+    pub fn answer(&self) -> String {
+        self.manager.lock().expect("slot lock").take();
+        self.answer
+            .lock()
+            .expect("answer lock")
+            .clone()
+            .expect("the callback made its call")
     }
 }
