@@ -428,8 +428,7 @@ impl Results {
              messages/s), and bound librdkafka's prefetch queue to 4 MiB / 10,000 messages \
              (queued.max.messages.kbytes, queued.min.messages; with the 64 MiB default the \
              same raw loop swung between 0.68M and 1.68M messages/s over 15 runs on this \
-             machine, and the rdkafka manager between 0.67 and 1.46 x of it; with 4 MiB the \
-             loop held at 1.05M-1.19M over 9 runs, with half the peak RSS), and librdkafka's defaults otherwise. The Python original runs as \
+             machine; with 4 MiB it held at 1.05M-1.19M over 9 runs, with half the peak RSS), and librdkafka's defaults otherwise. The Python original runs as \
              shipped: confluent-kafka with librdkafka's defaults. Group consumers use \
              session.timeout.ms 6000, heartbeat 1000 ms (Tansu 0.6 can take half the \
              session timeout to complete a join). Managers commit every 5 s (the original \

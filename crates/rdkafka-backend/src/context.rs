@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ktm_core::{Offsets, SourceEvent, TopicPartition};
@@ -14,6 +14,7 @@ use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::convert::{partition_list, partitions, to_tpl};
+use crate::fetch_queue::FetchQueue;
 
 /// How long the close's revoke callback waits for librdkafka to finish closing (see
 /// [`GroupContext::wait_until_closed`]). Leaving the group takes one round trip; past
@@ -54,12 +55,19 @@ pub(crate) struct GroupContext {
     has_events: AtomicBool,
     /// Mirrors `!shared.high_watermarks.is_empty()`, likewise.
     has_high_watermarks: AtomicBool,
+    /// Where assigned partitions' records go (weak: the queue holds the consumer).
+    fetch_queue: OnceLock<Weak<FetchQueue>>,
 }
 
 impl GroupContext {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // Every critical section is a few map operations: a panic cannot leave it torn.
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the queue assigned partitions' records are forwarded to, once.
+    pub(crate) fn set_fetch_queue(&self, queue: &Arc<FetchQueue>) {
+        let _ = self.fetch_queue.set(Arc::downgrade(queue));
     }
 
     /// Records handled positions.
@@ -308,7 +316,13 @@ impl ConsumerContext for GroupContext {
                     self.push_event(SourceEvent::Revoked(revoked));
                 }
             }
-            Rebalance::Assign(_) => {}
+            Rebalance::Assign(tpl) => {
+                // Before librdkafka starts fetching them: none of their records may
+                // reach the consumer queue after one reached the fetch queue.
+                if let Some(queue) = self.fetch_queue.get().and_then(Weak::upgrade) {
+                    queue.forward(&partitions(tpl));
+                }
+            }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }

@@ -40,11 +40,18 @@ impl MessageConverter {
         }
     }
 
-    fn topic(&mut self, m: &BorrowedMessage<'_>) -> Arc<str> {
+    /// Whether records' headers are read.
+    pub(crate) fn read_headers(&self) -> bool {
+        self.read_headers
+    }
+
+    /// The shared name of a record's topic; `name` is only read when the subscription
+    /// holds more than one topic.
+    pub(crate) fn topic_with<'a>(&mut self, name: impl FnOnce() -> &'a str) -> Arc<str> {
         if let Some(t) = &self.only_topic {
             return Arc::clone(t);
         }
-        let name = m.topic();
+        let name = name();
         if let Some(t) = self.topics.iter().find(|t| &***t == name) {
             return Arc::clone(t);
         }
@@ -55,9 +62,10 @@ impl MessageConverter {
 
     /// Copies a record out of librdkafka's buffer.
     pub(crate) fn convert(&mut self, m: &BorrowedMessage<'_>) -> CoreMessage {
-        let mut builder = CoreMessage::builder(self.topic(m), m.partition(), m.offset())
-            .maybe_key(m.key().map(Bytes::copy_from_slice))
-            .maybe_payload(m.payload().map(Bytes::copy_from_slice));
+        let mut builder =
+            CoreMessage::builder(self.topic_with(|| m.topic()), m.partition(), m.offset())
+                .maybe_key(m.key().map(Bytes::copy_from_slice))
+                .maybe_payload(m.payload().map(Bytes::copy_from_slice));
         match m.timestamp() {
             rdkafka::Timestamp::CreateTime(ms) => {
                 builder = builder.timestamp(Timestamp::CreateTime(ms))

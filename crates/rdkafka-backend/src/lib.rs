@@ -40,6 +40,7 @@ mod config;
 mod context;
 mod convert;
 mod dead_letter;
+mod fetch_queue;
 mod source;
 mod worker;
 

@@ -1,4 +1,5 @@
-//! [`RdkafkaSource`]: the [`MessageSource`] over an rdkafka `StreamConsumer`.
+//! [`RdkafkaSource`]: the [`MessageSource`] over an rdkafka `StreamConsumer`, whose records
+//! are read in batches from a queue of their own ([`crate::fetch_queue`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
@@ -22,6 +23,7 @@ use crate::config::{
 };
 use crate::context::GroupContext;
 use crate::convert::{partition_list, source_error, to_tpl, MessageConverter};
+use crate::fetch_queue::FetchQueue;
 use crate::worker::{Membership, RdConsumer, Worker};
 use crate::BACKEND;
 
@@ -61,6 +63,8 @@ pub struct RdkafkaSource {
 /// The consumer, once created.
 struct Running {
     consumer: Arc<RdConsumer>,
+    /// Holds a reference to the consumer: destroyed before the consumer is closed.
+    fetch_queue: Arc<FetchQueue>,
     context: Arc<GroupContext>,
     worker: Worker,
 }
@@ -120,7 +124,7 @@ impl RdkafkaSource {
     /// Whether records' headers are read (default: yes). Without them, every message has
     /// no headers, and each record costs less: librdkafka parses a record's header block
     /// on every read, with a heap-allocated reader, even when the block is empty. In
-    /// `ktm-bench` (100-byte records, no headers) that was 18-27% of the manager's time
+    /// `ktm-bench` (100-byte records, no headers) that was 15-27% of the manager's time
     /// per message.
     #[must_use]
     pub fn with_read_headers(mut self, read: bool) -> Self {
@@ -147,8 +151,14 @@ impl RdkafkaSource {
             .create_with_context(GroupContext::default())
             .map_err(|e| source_error("creating the consumer", e))?;
         let context = Arc::clone(consumer.context());
+        let consumer = Arc::new(consumer);
+        let fetch_queue = FetchQueue::new(Arc::clone(&consumer))
+            .map(Arc::new)
+            .ok_or_else(|| SourceError::fatal(BACKEND, "librdkafka created no queue"))?;
+        context.set_fetch_queue(&fetch_queue);
         let membership = match &self.subscription {
             Subscription::Partitions(partitions) => {
+                fetch_queue.forward(partitions);
                 let mut tpl = TopicPartitionList::with_capacity(partitions.len());
                 for tp in partitions {
                     // No offset: start from the committed one, else `auto.offset.reset`.
@@ -175,13 +185,13 @@ impl RdkafkaSource {
                 ))
             }
         };
-        let consumer = Arc::new(consumer);
         let worker = Worker::spawn(Arc::clone(&consumer), membership).map_err(|e| {
             SourceError::fatal(BACKEND, format!("cannot spawn the helper thread: {e}"))
         })?;
         debug!("librdkafka consumer created");
         Ok(Running {
             consumer,
+            fetch_queue,
             context,
             worker,
         })
@@ -191,6 +201,8 @@ impl RdkafkaSource {
 /// What the wait for the first record ended with.
 enum First<'a> {
     Record(Result<BorrowedMessage<'a>, KafkaError>),
+    /// Records (or a consumer error) wait in the fetch queue.
+    Fetched,
     /// An assignment change came first.
     Event,
     TimedOut,
@@ -208,20 +220,34 @@ impl MessageSource for RdkafkaSource {
             return Ok(());
         };
         let context = &running.context;
+        let fetch_queue = &running.fetch_queue;
         let converter = &mut self.converter;
         let mut stream = running.consumer.stream();
 
-        // Wait for a record, or an assignment change (which rebalance callbacks queue
-        // while `recv` runs). Cancel-safe: `recv` loses nothing, events stay queued, and
-        // nothing is pushed into `batch` before this wait ends.
+        // Wait for records, a record on the consumer queue, or an assignment change
+        // (which rebalance callbacks queue while the stream is polled). Cancel-safe:
+        // nothing is taken from either queue, nor pushed into `batch`, before it ends.
         let first = if context.has_events() {
             First::Event
+        } else if !fetch_queue.is_empty() {
+            First::Fetched
         } else {
-            let next = poll_fn(|cx| match stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(record)) => Poll::Ready(First::Record(record)),
-                Poll::Ready(None) => Poll::Ready(First::TimedOut),
-                Poll::Pending if context.has_events() => Poll::Ready(First::Event),
-                Poll::Pending => Poll::Pending,
+            let next = poll_fn(|cx| {
+                match stream.poll_next_unpin(cx) {
+                    Poll::Ready(Some(record)) => return Poll::Ready(First::Record(record)),
+                    Poll::Ready(None) => return Poll::Ready(First::TimedOut),
+                    Poll::Pending => {}
+                }
+                if context.has_events() {
+                    return Poll::Ready(First::Event);
+                }
+                // Registered before the check, so records arriving in between wake us.
+                fetch_queue.register(cx.waker());
+                if fetch_queue.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(First::Fetched)
+                }
             });
             tokio::time::timeout(timeout, next)
                 .await
@@ -229,13 +255,19 @@ impl MessageSource for RdkafkaSource {
         };
         match first {
             First::Record(Ok(m)) => batch.push(converter.convert(&m)),
-            First::Record(Err(KafkaError::PartitionEOF(_))) | First::Event | First::TimedOut => {}
+            First::Record(Err(KafkaError::PartitionEOF(_)))
+            | First::Event
+            | First::Fetched
+            | First::TimedOut => {}
             // Queued events stay queued for the next poll.
             First::Record(Err(e)) => return Err(source_error("polling", e)),
         }
         let before = context.take_events();
 
-        // Take what is ready without waiting, up to the next assignment change.
+        // The consumer queue holds records only of partitions assigned before their
+        // fetch queue was forwarded (none, in practice): drained first, then the records'
+        // own queue, up to the next assignment change.
+        let mut consumer_queue_drained = false;
         while batch.len() < MAX_BATCH && !context.has_events() {
             match stream.next().now_or_never() {
                 Some(Some(Ok(m))) => batch.push(converter.convert(&m)),
@@ -245,11 +277,25 @@ impl MessageSource for RdkafkaSource {
                     warn!(error = %e, "consumer error after records were received");
                     break;
                 }
-                Some(None) | None => break,
+                Some(None) | None => {
+                    consumer_queue_drained = true;
+                    break;
+                }
             }
+        }
+        let mut fetch_error = None;
+        if consumer_queue_drained && !context.has_events() && batch.len() < MAX_BATCH {
+            fetch_error = fetch_queue.read(MAX_BATCH - batch.len(), converter, batch);
         }
         let after = context.take_events();
         drop(stream);
+        if let Some(e) = fetch_error {
+            if batch.is_empty() && before.is_empty() && after.is_empty() {
+                return Err(source_error("polling", e));
+            }
+            // Returned with what came with it; a lasting condition recurs next poll.
+            warn!(error = %e, "consumer error after records were received");
+        }
 
         // Records of partitions revoked or lost after they were fetched are not ours to
         // handle: their next owner reads them from the committed position.
@@ -398,12 +444,14 @@ impl MessageSource for RdkafkaSource {
     async fn close(&mut self) -> Result<(), SourceError> {
         let Some(Running {
             consumer,
+            fetch_queue,
             context,
             worker,
         }) = self.running.take()
         else {
             return Ok(());
         };
+        drop_fetch_queue(fetch_queue);
         context.set_closing();
         let closed = worker.close(consumer);
         match tokio::time::timeout(self.close_timeout, closed).await {
@@ -427,12 +475,24 @@ impl Drop for RdkafkaSource {
         // Never close here: librdkafka may block for `session.timeout.ms`. Without a
         // close, the revoke that closing triggers still commits the stored positions.
         if let Some(Running {
-            consumer, worker, ..
+            consumer,
+            fetch_queue,
+            worker,
+            ..
         }) = self.running.take()
         {
+            drop_fetch_queue(fetch_queue);
             drop(worker.close(consumer));
         }
     }
+}
+
+/// Destroys the fetch queue, so that its reference to the consumer is gone before the
+/// consumer is closed (records still in it were never handed over: nothing of them was
+/// stored).
+fn drop_fetch_queue(queue: Arc<FetchQueue>) {
+    queue.destroy();
+    drop(queue);
 }
 
 impl std::fmt::Debug for RdkafkaSource {

@@ -7,43 +7,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{init_tracing, unique};
+use common::{create_topic, init_tracing, runtime, unique};
 use ktm_core::{
     DeadLetterProducer, DeadLetterRecord, Message, MessageSource, PollBatch, Timestamp,
     TopicPartition, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
 };
-use ktm_rdkafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use ktm_rdkafka::rdkafka::client::DefaultClientContext;
 use ktm_rdkafka::rdkafka::mocking::MockCluster;
 use ktm_rdkafka::rdkafka::producer::DefaultProducerContext;
-use ktm_rdkafka::rdkafka::ClientConfig;
 use ktm_rdkafka::{RdkafkaDeadLetterProducer, RdkafkaSource};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Creates `topic` with 3 partitions on a real broker.
-async fn create_topic(bootstrap: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
-}
 
 /// Reads `n` records of `tp` from the start with the backend's own consumer.
 async fn read_back(bootstrap: &str, tp: &TopicPartition, n: usize) -> Vec<Message> {
@@ -147,7 +119,7 @@ fn a_dead_letter_round_trips_on_a_broker() {
     };
     let dlq = unique("ktm-rd-dlq");
     runtime().block_on(async {
-        create_topic(&bootstrap, &dlq).await;
+        create_topic(&bootstrap, &dlq, 3).await;
         round_trip(&bootstrap, &dlq).await;
     });
 }

@@ -10,11 +10,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{init_tracing, produce, unique};
+use common::mock::Fixture;
+use common::runtime;
 use ktm_core::{MessageSource, OffsetReset, Offsets, PollBatch, SourceEvent, TopicPartition};
 use ktm_rdkafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use ktm_rdkafka::rdkafka::mocking::MockCluster;
-use ktm_rdkafka::rdkafka::producer::DefaultProducerContext;
 use ktm_rdkafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use ktm_rdkafka::{RdkafkaSource, RdkafkaSourceBuilder};
 
@@ -29,44 +28,28 @@ const REBALANCE_LIMIT: Duration = Duration::from_secs(20);
 const SLOW: Duration = Duration::from_millis(1500);
 const LIMIT: Duration = Duration::from_secs(30);
 
-struct Fixture {
-    mock: MockCluster<'static, DefaultProducerContext>,
-    bootstrap: String,
-    topic: String,
-    group: String,
-}
-
+/// The topic full from the start, so that every test has records to read on each
+/// partition.
 fn fixture() -> Fixture {
-    init_tracing();
-    let mock = MockCluster::new(1).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    let topic = unique("t");
-    mock.create_topic(&topic, PARTITIONS, 1).unwrap();
-    produce(&bootstrap, &topic, PARTITIONS, 0, PER_PARTITION);
-    Fixture {
-        mock,
-        bootstrap,
-        topic,
-        group: unique("g"),
-    }
+    let f = Fixture::new(1, PARTITIONS);
+    f.produce(0, PER_PARTITION);
+    f
 }
 
 impl Fixture {
+    /// A member of the group, as most tests want it.
     fn member(&self) -> RdkafkaSource {
         self.member_builder().build().unwrap()
     }
 
+    /// [`Fixture::member`] before it is built, for a test to adjust.
     fn member_builder(&self) -> RdkafkaSourceBuilder {
-        RdkafkaSource::builder()
-            .bootstrap_servers([self.bootstrap.as_str()])
-            .topics([self.topic.as_str()])
-            .group_id(&self.group)
+        self.subscriber(SESSION)
             .offset_reset(OffsetReset::Earliest)
-            .session_timeout(SESSION)
-            .heartbeat_interval(Duration::from_millis(500))
             .close_timeout(Duration::from_secs(10))
     }
 
+    /// A source reading every partition by assignment, committing under the group.
     fn assigned(&self) -> RdkafkaSource {
         RdkafkaSource::builder()
             .bootstrap_servers([self.bootstrap.as_str()])
@@ -76,10 +59,6 @@ impl Fixture {
             .close_timeout(Duration::from_secs(10))
             .build()
             .unwrap()
-    }
-
-    fn tp(&self, partition: i32) -> TopicPartition {
-        TopicPartition::new(self.topic.as_str(), partition)
     }
 
     /// Distinct positions per partition, none at 0 or the end, so that neither
@@ -114,6 +93,7 @@ impl Fixture {
     }
 }
 
+/// Positions by partition, to compare with [`Fixture::committed`].
 fn as_map(positions: &Offsets) -> BTreeMap<i32, i64> {
     positions
         .iter()
@@ -128,6 +108,7 @@ struct Polled {
     first: BTreeMap<i32, i64>,
     /// Partitions assigned now, as the events said.
     assigned: Vec<TopicPartition>,
+    /// Every event, for the failure messages.
     events: Vec<SourceEvent>,
 }
 
@@ -173,20 +154,15 @@ impl Polled {
         }
     }
 
+    /// Whether every partition is assigned.
     fn owns_everything(&self) -> bool {
         self.assigned.len() == PARTITIONS as usize
     }
 
+    /// Whether records came from every partition.
     fn read_everywhere(&self) -> bool {
         self.first.len() == PARTITIONS as usize
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

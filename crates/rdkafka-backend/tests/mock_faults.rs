@@ -9,10 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_delivery, init_tracing, produce, start, stop_within, unique, Log};
+use common::mock::Fixture;
+use common::{check_delivery, init_tracing, start, stop_within, Log};
 use ktm_core::{ConfigError, State, Subscription, TopicPartition};
-use ktm_rdkafka::rdkafka::mocking::{MockCluster, MockCoordinator};
-use ktm_rdkafka::rdkafka::producer::DefaultProducerContext;
+use ktm_rdkafka::rdkafka::mocking::MockCoordinator;
 use ktm_rdkafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use ktm_rdkafka::rdkafka::ClientConfig;
 use ktm_rdkafka::RdkafkaSource;
@@ -21,51 +21,21 @@ const PARTITIONS: i32 = 3;
 const STOP_BOUND: Duration = Duration::from_secs(8);
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Fixture {
-    mock: MockCluster<'static, DefaultProducerContext>,
-    bootstrap: String,
-    topic: String,
-    group: String,
-}
-
+/// `brokers` brokers and a topic of [`PARTITIONS`] partitions.
 fn fixture(brokers: i32) -> Fixture {
-    init_tracing();
-    let mock = MockCluster::new(brokers).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    let topic = unique("t");
-    mock.create_topic(&topic, PARTITIONS, brokers.min(3))
-        .unwrap();
-    Fixture {
-        mock,
-        bootstrap,
-        topic,
-        group: unique("g"),
-    }
+    Fixture::new(brokers, PARTITIONS)
 }
 
 impl Fixture {
+    /// A member of the group that reconnects and times requests out quickly, so that
+    /// it recovers from each fault well within [`WAIT`].
     fn source(&self) -> RdkafkaSource {
-        RdkafkaSource::builder()
-            .bootstrap_servers([self.bootstrap.as_str()])
-            .topics([self.topic.as_str()])
-            .group_id(&self.group)
-            .session_timeout(Duration::from_millis(3000))
-            .heartbeat_interval(Duration::from_millis(500))
+        self.subscriber(Duration::from_millis(3000))
             .set("reconnect.backoff.max.ms", "500")
             .set("socket.timeout.ms", "5000")
             .close_timeout(Duration::from_secs(3))
             .build()
             .unwrap()
-    }
-
-    fn produce(&self, first: i64, per_partition: i64) {
-        produce(
-            &self.bootstrap,
-            &self.topic,
-            PARTITIONS,
-            first,
-            per_partition,
-        );
     }
 }
 

@@ -7,38 +7,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{init_tracing, unique};
+use common::mock::Cluster;
+use common::{runtime, unique};
 use ktm_core::{Header, Message, MessageSource, OffsetReset, PollBatch, TopicPartition};
 use ktm_rdkafka::rdkafka::message::{Header as RdHeader, OwnedHeaders};
-use ktm_rdkafka::rdkafka::mocking::MockCluster;
-use ktm_rdkafka::rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use ktm_rdkafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use ktm_rdkafka::rdkafka::ClientConfig;
 use ktm_rdkafka::RdkafkaSource;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-struct Fixture {
-    _mock: MockCluster<'static, DefaultProducerContext>,
-    bootstrap: String,
-}
-
-fn fixture() -> Fixture {
-    init_tracing();
-    let mock = MockCluster::new(1).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    Fixture {
-        _mock: mock,
-        bootstrap,
-    }
-}
-
-impl Fixture {
-    fn topic(&self) -> String {
-        let topic = unique("t");
-        self._mock.create_topic(&topic, 1, 1).unwrap();
-        topic
-    }
-
+impl Cluster {
     /// Sends to partition 0 of `topic`: payload `id`, and these headers when any.
     fn send(&self, topic: &str, id: &str, headers: &[(&str, Option<&str>)]) {
         let producer: BaseProducer = ClientConfig::new()
@@ -72,10 +51,7 @@ impl Fixture {
 
 /// Polls until `n` messages came, or fails after [`LIMIT`].
 fn poll_messages(source: &mut RdkafkaSource, n: usize) -> Vec<Message> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let deadline = Instant::now() + LIMIT;
     let mut messages = Vec::new();
     let mut batch = PollBatch::new();
@@ -94,14 +70,15 @@ fn poll_messages(source: &mut RdkafkaSource, n: usize) -> Vec<Message> {
     messages
 }
 
+/// The payload, which these tests always send as text.
 fn payload(m: &Message) -> &str {
     std::str::from_utf8(m.payload().unwrap()).unwrap()
 }
 
 #[test]
 fn headers_are_read_by_default_null_values_and_all() {
-    let f = fixture();
-    let topic = f.topic();
+    let f = Cluster::new(1);
+    let topic = f.topic(1, 1);
     f.send(&topic, "with", &[("trace", Some("abc")), ("empty", None)]);
     f.send(&topic, "without", &[]);
 
@@ -121,8 +98,8 @@ fn headers_are_read_by_default_null_values_and_all() {
 
 #[test]
 fn read_headers_false_leaves_them_out_and_keeps_the_rest() {
-    let f = fixture();
-    let topic = f.topic();
+    let f = Cluster::new(1);
+    let topic = f.topic(1, 1);
     f.send(&topic, "with", &[("trace", Some("abc"))]);
     f.send(&topic, "without", &[]);
 
@@ -142,8 +119,8 @@ fn read_headers_false_leaves_them_out_and_keeps_the_rest() {
 
 #[test]
 fn each_message_carries_its_own_topic_when_several_are_read() {
-    let f = fixture();
-    let (a, b) = (f.topic(), f.topic());
+    let f = Cluster::new(1);
+    let (a, b) = (f.topic(1, 1), f.topic(1, 1));
     f.send(&a, "a0", &[]);
     f.send(&b, "b0", &[]);
     f.send(&a, "a1", &[]);

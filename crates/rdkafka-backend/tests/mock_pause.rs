@@ -8,65 +8,37 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{init_tracing, produce, produce_batched, unique};
+use common::mock::Fixture;
+use common::{create_topic, init_tracing, produce_batched, runtime, unique};
 use ktm_core::{MessageSource, PollBatch, SourceEvent, TopicPartition};
-use ktm_rdkafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use ktm_rdkafka::rdkafka::client::DefaultClientContext;
-use ktm_rdkafka::rdkafka::mocking::MockCluster;
-use ktm_rdkafka::rdkafka::producer::DefaultProducerContext;
-use ktm_rdkafka::rdkafka::ClientConfig;
 use ktm_rdkafka::RdkafkaSource;
 
+/// Short, so that a pause soon outlasts it: a paused member must not be evicted.
 const SESSION: Duration = Duration::from_millis(3000);
 
-struct Fixture {
-    _mock: MockCluster<'static, DefaultProducerContext>,
-    bootstrap: String,
-    topic: String,
-    group: String,
-}
-
-fn fixture(partitions: i32) -> Fixture {
-    init_tracing();
-    let mock = MockCluster::new(1).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    let topic = unique("t");
-    mock.create_topic(&topic, partitions, 1).unwrap();
-    Fixture {
-        _mock: mock,
-        bootstrap,
-        topic,
-        group: unique("g"),
-    }
-}
-
 impl Fixture {
+    /// A member of the group.
     fn source(&self) -> RdkafkaSource {
-        RdkafkaSource::builder()
-            .bootstrap_servers([self.bootstrap.as_str()])
-            .topics([self.topic.as_str()])
-            .group_id(&self.group)
-            .session_timeout(SESSION)
-            .heartbeat_interval(Duration::from_millis(500))
+        self.subscriber(SESSION)
             .close_timeout(Duration::from_secs(3))
             .build()
             .unwrap()
-    }
-
-    fn tp(&self, partition: i32) -> TopicPartition {
-        TopicPartition::new(self.topic.as_str(), partition)
     }
 }
 
 /// What direct polls of a source returned.
 #[derive(Default)]
 struct Polled {
+    /// Every record, as (partition, offset), in the order received.
     seen: Vec<(i32, i64)>,
+    /// Every event.
     events: Vec<SourceEvent>,
+    /// Each partition's latest high watermark.
     high_watermarks: BTreeMap<i32, i64>,
 }
 
 impl Polled {
+    /// The offsets received from `partition`, in order.
     fn offsets(&self, partition: i32) -> Vec<i64> {
         self.seen
             .iter()
@@ -115,19 +87,12 @@ impl Polled {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_paused_partition_stops_while_the_member_stays_and_resumes_right_after_the_last_record() {
-    let f = fixture(2);
+    let f = Fixture::new(1, 2);
     // librdkafka prefetches far ahead (queued.min.messages): by the pause, most of
     // partition 0 sits in its queue, which the pause must drop and the resume fetch again.
-    produce(&f.bootstrap, &f.topic, 2, 0, 5000);
+    f.produce(0, 5000);
     let source = f.source();
     runtime().block_on(pause_and_resume(
         source,
@@ -161,24 +126,6 @@ fn pause_and_resume_on_a_broker() {
         .build()
         .unwrap();
     rt.block_on(pause_and_resume(source, &bootstrap, &topic, 2000, session));
-}
-
-/// Creates `topic` with `partitions` partitions on a real broker.
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
 }
 
 /// `topic` has two partitions of `n` records each: polls some of partition 0, pauses
@@ -289,9 +236,9 @@ async fn pause_and_resume(
 
 #[test]
 fn a_pause_is_forgotten_when_the_partition_is_revoked() {
-    let f = fixture(2);
+    let f = Fixture::new(1, 2);
     const N: i64 = 200;
-    produce(&f.bootstrap, &f.topic, 2, 0, N);
+    f.produce(0, N);
     let mut a = f.source();
     let p0 = f.tp(0);
     let rt = runtime();

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: producing, a recording source wrapper, a
-//! manager with a recording callback, and the delivery checks.
+//! manager with a recording callback, and the delivery checks; [`mock`] for the tests on
+//! librdkafka's in-process mock cluster.
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
+
+pub mod mock;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +14,8 @@ use ktm_core::{
     async_trait, CommitPolicy, Message, MessageSource, Offsets, PollBatch, SourceError, StopReport,
     ThreadManager,
 };
+use ktm_rdkafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use ktm_rdkafka::rdkafka::client::DefaultClientContext;
 use ktm_rdkafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use ktm_rdkafka::rdkafka::ClientConfig;
 
@@ -269,4 +274,31 @@ pub fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A runtime for the tests that await a source or producer themselves, on the test's
+/// own thread as a caller without a manager would.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Creates `topic` with `partitions` partitions on a real broker.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
 }
