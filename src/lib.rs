@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 // The README's examples use the default backend, so it is the crate doc (and its examples
 // doctests) when that backend is compiled in.
 #![cfg_attr(feature = "rskafka", doc = include_str!("../README.md"))]

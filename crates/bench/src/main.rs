@@ -12,6 +12,7 @@
 //! cargo run --release -p ktm-bench -- --messages 1000000 --size 100 --partitions 3
 //! ```
 
+#![forbid(unsafe_code)]
 mod broker;
 mod consumers;
 mod produce;

@@ -14,6 +14,7 @@
 //! [`RetryPolicy`]), or deliberately disposed of by the [`FailurePolicy`] (skipped, or
 //! dead-lettered through a [`DeadLetterProducer`] and acknowledged by the broker).
 //! [`telemetry`] lists the metrics published through the `metrics` facade.
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;

@@ -23,9 +23,13 @@ const STATISTICS_INTERVAL_MS: &str = "1000";
 
 /// Properties the source sets itself, whatever the user gave: the manager decides what
 /// is stored and committed, and when.
-const FORCED: [(&str, &str); 2] = [
+/// End-of-partition markers are off too: the manager has no use for them, and reading
+/// one in a batch moves librdkafka 2.12's position past it (librdkafka#4844), so a pause
+/// and resume right after would skip the partition's next record.
+const FORCED: [(&str, &str); 3] = [
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "false"),
 ];
 
 /// Builds an [`RdkafkaSource`] from the same settings as the other backends, plus any

@@ -17,6 +17,9 @@
 //! partition that was revoked or paused since they were fetched carry an outdated
 //! version and are dropped by the batch read itself; the batch read moves each
 //! partition's application position past what it returned, as a per-record poll does.
+//! One difference: it also moves the position past a per-partition error it returns
+//! (librdkafka#4844), which is why end-of-partition markers are forced off; the errors
+//! left (offset reset refused, authorization) stop the partition anyway.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr, CString};

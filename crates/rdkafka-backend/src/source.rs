@@ -58,6 +58,9 @@ pub struct RdkafkaSource {
     /// such offset: the resume seeks back to it. librdkafka drops what it prefetched on
     /// a pause, so this is a safety net that has never been seen used.
     dropped: HashMap<TopicPartition, i64>,
+    /// A consumer error met after a poll had taken records or events: the next poll
+    /// returns it (one-shot errors, such as an offset reset refused, are not repeated).
+    pending_error: Option<KafkaError>,
 }
 
 /// The consumer, once created.
@@ -109,6 +112,7 @@ impl RdkafkaSource {
             running: None,
             paused: HashSet::new(),
             dropped: HashMap::new(),
+            pending_error: None,
         })
     }
 
@@ -216,9 +220,13 @@ impl MessageSource for RdkafkaSource {
 
     async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
         self.ensure_running()?;
+        if let Some(e) = self.pending_error.take() {
+            return Err(source_error("polling", e));
+        }
         let Some(running) = self.running.as_ref() else {
             return Ok(());
         };
+        let pending_error = &mut self.pending_error;
         let context = &running.context;
         let fetch_queue = &running.fetch_queue;
         let converter = &mut self.converter;
@@ -273,8 +281,7 @@ impl MessageSource for RdkafkaSource {
                 Some(Some(Ok(m))) => batch.push(converter.convert(&m)),
                 Some(Some(Err(KafkaError::PartitionEOF(_)))) => {}
                 Some(Some(Err(e))) => {
-                    // Returned with the records so far; a lasting condition recurs next poll.
-                    warn!(error = %e, "consumer error after records were received");
+                    *pending_error = Some(e);
                     break;
                 }
                 Some(None) | None => {
@@ -283,19 +290,13 @@ impl MessageSource for RdkafkaSource {
                 }
             }
         }
-        let mut fetch_error = None;
         if consumer_queue_drained && !context.has_events() && batch.len() < MAX_BATCH {
-            fetch_error = fetch_queue.read(MAX_BATCH - batch.len(), converter, batch);
+            if let Some(e) = fetch_queue.read(MAX_BATCH - batch.len(), converter, batch) {
+                pending_error.get_or_insert(e);
+            }
         }
         let after = context.take_events();
         drop(stream);
-        if let Some(e) = fetch_error {
-            if batch.is_empty() && before.is_empty() && after.is_empty() {
-                return Err(source_error("polling", e));
-            }
-            // Returned with what came with it; a lasting condition recurs next poll.
-            warn!(error = %e, "consumer error after records were received");
-        }
 
         // Records of partitions revoked or lost after they were fetched are not ours to
         // handle: their next owner reads them from the committed position.
@@ -338,6 +339,13 @@ impl MessageSource for RdkafkaSource {
                 }
                 true
             });
+        }
+        if batch.is_empty() {
+            if let Some(e) = self.pending_error.take() {
+                return Err(source_error("polling", e));
+            }
+        } else if let Some(e) = &self.pending_error {
+            debug!(error = %e, "consumer error after records; the next poll returns it");
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! What a record becomes, polled directly on librdkafka's in-process mock cluster (no
-//! broker needed): headers read by default and left out with `read_headers(false)`, and
-//! each message's topic right whether the source reads one topic or several.
+//! What a poll returns, polled directly on librdkafka's in-process mock cluster (no
+//! broker needed): headers read by default and left out with `read_headers(false)`,
+//! each message's topic right whether the source reads one topic or several, and an
+//! error for a partition or topic that does not exist.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -136,4 +137,57 @@ fn each_message_carries_its_own_topic_when_several_are_read() {
         .map(payload)
         .collect();
     assert_eq!(from_b, ["b0"]);
+}
+
+#[test]
+fn a_partition_that_does_not_exist_is_reported_by_poll() {
+    let f = Cluster::new(1);
+    let topic = f.topic(1, 1);
+    let mut source = RdkafkaSource::builder()
+        .bootstrap_servers([f.bootstrap.as_str()])
+        .assign([TopicPartition::new(topic.as_str(), 5)])
+        .group_id(unique("g"))
+        .build()
+        .unwrap();
+    let runtime = runtime();
+    let deadline = Instant::now() + LIMIT;
+    let mut batch = PollBatch::new();
+    let error = loop {
+        assert!(Instant::now() < deadline, "no error within {LIMIT:?}");
+        batch.clear();
+        if let Err(e) = runtime.block_on(source.poll(Duration::from_millis(200), &mut batch)) {
+            break e;
+        }
+        assert!(batch.messages().is_empty());
+    };
+    assert!(
+        error.to_string().contains("Unknown topic or partition"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_topic_that_does_not_exist_is_reported_by_poll() {
+    let f = Cluster::new(1);
+    let mut source = RdkafkaSource::builder()
+        .bootstrap_servers([f.bootstrap.as_str()])
+        .assign([TopicPartition::new(unique("missing").as_str(), 0)])
+        .group_id(unique("g"))
+        .build()
+        .unwrap();
+    let runtime = runtime();
+    let deadline = Instant::now() + LIMIT;
+    let mut batch = PollBatch::new();
+    let error = loop {
+        assert!(Instant::now() < deadline, "no error within {LIMIT:?}");
+        batch.clear();
+        if let Err(e) = runtime.block_on(source.poll(Duration::from_millis(200), &mut batch)) {
+            break e;
+        }
+        assert!(batch.messages().is_empty());
+    };
+    assert!(
+        error.to_string().contains("Unknown topic or partition"),
+        "{error}"
+    );
 }

@@ -61,6 +61,7 @@
 //! - For Tansu 0.6, whose coordinator keeps the generation, the assignment and a dead
 //!   leader when a member's session expires, a member whose rejoin after a rebalance
 //!   returns the same generation leaves and joins afresh (never the case on Kafka).
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
