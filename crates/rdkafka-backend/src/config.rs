@@ -145,8 +145,8 @@ impl RdkafkaSourceBuilder {
     }
 
     /// Any librdkafka property, passed through as is; it overrides the settings above.
-    /// `enable.auto.commit` and `enable.auto.offset.store` are always `false`: the
-    /// manager decides what is committed.
+    /// `enable.auto.commit` and `enable.auto.offset.store` are always `false` (the
+    /// manager decides what is committed), and so is `enable.partition.eof`.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra.push((key.into(), value.into()));
         self

@@ -79,8 +79,9 @@ impl RdkafkaSource {
     }
 
     /// A source from a ready rdkafka configuration: every librdkafka property passes
-    /// through, except `enable.auto.commit` and `enable.auto.offset.store`, which are
-    /// set to `false`. `group.id` is required (offsets are committed under it).
+    /// through, except `enable.auto.commit`, `enable.auto.offset.store` and
+    /// `enable.partition.eof`, which are set to `false`. `group.id` is required (offsets
+    /// are committed under it).
     ///
     /// # Errors
     /// [`ConfigError::EmptyGroupId`], [`ConfigError::NoTopics`], an invalid topic or
