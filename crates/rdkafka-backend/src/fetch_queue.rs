@@ -3,10 +3,11 @@
 //! rust-rdkafka reads one record per call, each through librdkafka's event API: an event
 //! set up, a heap-allocated handle, and several clock reads per record. That was about
 //! three fifths of the consumer thread's time (`perf` on `ktm-bench`), more than
-//! everything the manager does with the record. librdkafka's `rd_kafka_consume_batch_queue` returns up to a whole batch for
-//! one lock-and-clock round, but it serves any other op it meets itself, and a rebalance
-//! op served there (without a rebalance callback, as rust-rdkafka sets librdkafka up)
-//! unassigns everything. So the records are moved off the consumer queue: each assigned
+//! everything the manager does with the record. librdkafka's
+//! `rd_kafka_consume_batch_queue` returns up to a whole batch for one lock-and-clock
+//! round, but it serves any other op it meets itself, and a rebalance op served there
+//! (without a rebalance callback, as rust-rdkafka sets librdkafka up) unassigns
+//! everything. So the records are moved off the consumer queue: each assigned
 //! partition's fetch queue is forwarded, before librdkafka starts fetching it, to a queue
 //! of our own that only ever holds records (and per-partition consumer errors). The
 //! consumer queue keeps the rebalances, commits, statistics and errors, which
@@ -41,8 +42,9 @@ use crate::worker::RdConsumer;
 pub(crate) struct FetchQueue {
     /// `None` once destroyed; the lock also orders forwards against the destroy.
     queue: Mutex<Option<QueuePtr>>,
-    /// Woken by librdkafka (from its own threads) when the queue gets records.
-    waker: Arc<AtomicWaker>,
+    /// Woken by librdkafka (from its own threads) when the queue gets records; boxed, so
+    /// the address librdkafka holds stays put when the queue moves.
+    waker: Box<AtomicWaker>,
     /// The client the queue belongs to, alive for as long as the queue is.
     consumer: Arc<RdConsumer>,
 }
@@ -57,8 +59,8 @@ unsafe impl Send for QueuePtr {}
 
 /// Called by librdkafka, with the queue's lock held, each time the queue gets ops.
 unsafe extern "C" fn queue_nonempty(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
-    // SAFETY: `opaque` is the `AtomicWaker` of an `Arc` that `FetchQueue` holds until
-    // after this callback is disabled (which takes the same queue lock).
+    // SAFETY: `opaque` is the boxed `AtomicWaker` that `FetchQueue` holds until after
+    // this callback is disabled (which takes the same queue lock).
     let waker = unsafe { &*(opaque as *const AtomicWaker) };
     waker.wake();
 }
@@ -77,13 +79,13 @@ impl FetchQueue {
         let rk = consumer.client().native_ptr();
         // SAFETY: `rk` is live: `consumer` is kept with the queue.
         let queue = NonNull::new(unsafe { rd::rd_kafka_queue_new(rk) })?;
-        let waker = Arc::new(AtomicWaker::new());
+        let waker = Box::new(AtomicWaker::new());
         // SAFETY: the queue is live; the opaque outlives the callback (see `destroy`).
         unsafe {
             rd::rd_kafka_queue_cb_event_enable(
                 queue.as_ptr(),
                 Some(queue_nonempty),
-                Arc::as_ptr(&waker) as *mut c_void,
+                std::ptr::from_ref::<AtomicWaker>(&waker) as *mut c_void,
             );
         }
         Some(Self {

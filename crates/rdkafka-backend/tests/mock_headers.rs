@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::mock::Cluster;
 use common::{runtime, unique};
-use ktm_core::{Header, Message, MessageSource, OffsetReset, PollBatch, TopicPartition};
+use ktm_core::{
+    Header, Message, MessageSource, OffsetReset, PollBatch, SourceError, TopicPartition,
+};
 use ktm_rdkafka::rdkafka::message::{Header as RdHeader, OwnedHeaders};
 use ktm_rdkafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use ktm_rdkafka::rdkafka::ClientConfig;
@@ -139,27 +141,33 @@ fn each_message_carries_its_own_topic_when_several_are_read() {
     assert_eq!(from_b, ["b0"]);
 }
 
-#[test]
-fn a_partition_that_does_not_exist_is_reported_by_poll() {
-    let f = Cluster::new(1);
-    let topic = f.topic(1, 1);
+/// Polls a source assigned `partition` (and nothing else) until a poll fails, or fails
+/// after [`LIMIT`]; no message may come before.
+fn first_poll_error(f: &Cluster, partition: TopicPartition) -> SourceError {
     let mut source = RdkafkaSource::builder()
         .bootstrap_servers([f.bootstrap.as_str()])
-        .assign([TopicPartition::new(topic.as_str(), 5)])
+        .assign([partition])
         .group_id(unique("g"))
         .build()
         .unwrap();
     let runtime = runtime();
     let deadline = Instant::now() + LIMIT;
     let mut batch = PollBatch::new();
-    let error = loop {
+    loop {
         assert!(Instant::now() < deadline, "no error within {LIMIT:?}");
         batch.clear();
         if let Err(e) = runtime.block_on(source.poll(Duration::from_millis(200), &mut batch)) {
-            break e;
+            return e;
         }
         assert!(batch.messages().is_empty());
-    };
+    }
+}
+
+#[test]
+fn a_partition_that_does_not_exist_is_reported_by_poll() {
+    let f = Cluster::new(1);
+    let topic = f.topic(1, 1);
+    let error = first_poll_error(&f, TopicPartition::new(topic.as_str(), 5));
     assert!(
         error.to_string().contains("Unknown topic or partition"),
         "{error}"
@@ -169,23 +177,7 @@ fn a_partition_that_does_not_exist_is_reported_by_poll() {
 #[test]
 fn a_topic_that_does_not_exist_is_reported_by_poll() {
     let f = Cluster::new(1);
-    let mut source = RdkafkaSource::builder()
-        .bootstrap_servers([f.bootstrap.as_str()])
-        .assign([TopicPartition::new(unique("missing").as_str(), 0)])
-        .group_id(unique("g"))
-        .build()
-        .unwrap();
-    let runtime = runtime();
-    let deadline = Instant::now() + LIMIT;
-    let mut batch = PollBatch::new();
-    let error = loop {
-        assert!(Instant::now() < deadline, "no error within {LIMIT:?}");
-        batch.clear();
-        if let Err(e) = runtime.block_on(source.poll(Duration::from_millis(200), &mut batch)) {
-            break e;
-        }
-        assert!(batch.messages().is_empty());
-    };
+    let error = first_poll_error(&f, TopicPartition::new(unique("missing").as_str(), 0));
     assert!(
         error.to_string().contains("Unknown topic or partition"),
         "{error}"
