@@ -66,6 +66,14 @@ pub enum ConfigError {
         /// The largest value allowed.
         max: i64,
     },
+    /// A `group.instance.id` breaks Kafka's rules (those of topic names).
+    #[error("invalid group instance id {id:?}: {reason}")]
+    InvalidGroupInstanceId {
+        /// The id given.
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// A backend-specific setting was rejected (with the backend's own message).
     #[error("invalid {backend} setting: {message}")]
     Backend {
@@ -115,6 +123,10 @@ pub struct ConsumerConfig {
     pub fetch_max_wait: Duration,
     /// Kafka's `client.id`.
     pub client_id: String,
+    /// Kafka's `group.instance.id` (static membership, KIP-345): a member that restarts
+    /// with the same id within the session timeout gets its partitions back without a
+    /// rebalance. `None`: a dynamic member.
+    pub group_instance_id: Option<String>,
 }
 
 impl ConsumerConfig {
@@ -150,6 +162,7 @@ impl ConsumerConfig {
                 max_partition_fetch_bytes: 1024 * 1024,
                 fetch_max_wait: Duration::from_millis(500),
                 client_id: "kafka-thread-manager".to_owned(),
+                group_instance_id: None,
             },
         }
     }
@@ -258,6 +271,14 @@ impl ConsumerConfigBuilder {
         self
     }
 
+    /// `group.instance.id`: makes this consumer a static member of its group (KIP-345).
+    /// Give each member of the group its own id, stable across restarts (say, the pod
+    /// name). The same rules as topic names apply.
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.config.group_instance_id = Some(id.into());
+        self
+    }
+
     /// Checks every setting.
     ///
     /// # Errors
@@ -288,6 +309,12 @@ impl ConsumerConfigBuilder {
         }
         if c.group_id.is_empty() {
             return Err(ConfigError::EmptyGroupId);
+        }
+        if let Some(id) = &c.group_instance_id {
+            check_name(id).map_err(|reason| ConfigError::InvalidGroupInstanceId {
+                id: id.clone(),
+                reason,
+            })?;
         }
         for (which, d) in [
             ("session timeout", c.session_timeout),
@@ -326,24 +353,28 @@ impl ConsumerConfigBuilder {
 /// # Errors
 /// [`ConfigError::InvalidTopicName`] saying which rule.
 pub fn check_topic_name(name: &str) -> Result<(), ConfigError> {
-    let reason = if name.is_empty() {
-        "it is empty"
+    check_name(name).map_err(|reason| ConfigError::InvalidTopicName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Kafka's rules for topic names, which `group.instance.id` follows too; the rule broken.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("it is empty")
     } else if name.len() > 249 {
-        "it is longer than 249 characters"
+        Err("it is longer than 249 characters")
     } else if name == "." || name == ".." {
-        "'.' and '..' are reserved"
+        Err("'.' and '..' are reserved")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        "only ASCII letters, digits, '.', '_' and '-' are allowed"
+        Err("only ASCII letters, digits, '.', '_' and '-' are allowed")
     } else {
-        return Ok(());
-    };
-    Err(ConfigError::InvalidTopicName {
-        name: name.to_owned(),
-        reason,
-    })
+        Ok(())
+    }
 }
 
 fn check_address(address: &str) -> Result<(), ConfigError> {
@@ -371,6 +402,22 @@ mod tests {
             .bootstrap_servers(["127.0.0.1:9092"])
             .topics(["t"])
             .group_id("g")
+    }
+
+    #[test]
+    fn group_instance_ids_follow_the_topic_name_rules() {
+        let c = base().group_instance_id("pod-7").build().unwrap();
+        assert_eq!(c.group_instance_id.as_deref(), Some("pod-7"));
+        assert_eq!(base().build().unwrap().group_instance_id, None);
+        for id in ["", "pod 7", ".."] {
+            assert!(
+                matches!(
+                    base().group_instance_id(id).build(),
+                    Err(ConfigError::InvalidGroupInstanceId { .. })
+                ),
+                "{id:?}"
+            );
+        }
     }
 
     #[test]

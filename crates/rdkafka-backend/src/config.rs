@@ -119,6 +119,11 @@ impl RdkafkaSourceBuilder {
         self.common(|c| c.max_poll_interval(d))
     }
 
+    /// `group.instance.id`: a static member (KIP-345).
+    pub fn group_instance_id(self, id: impl Into<String>) -> Self {
+        self.common(|c| c.group_instance_id(id))
+    }
+
     /// `fetch.min.bytes`.
     pub fn fetch_min_bytes(self, n: i32) -> Self {
         self.common(|c| c.fetch_min_bytes(n))
@@ -206,6 +211,9 @@ pub(crate) fn client_config(c: &ConsumerConfig) -> ClientConfig {
         )
         .set("fetch.wait.max.ms", millis(c.fetch_max_wait))
         .set("client.id", &c.client_id);
+    if let Some(id) = &c.group_instance_id {
+        client.set("group.instance.id", id);
+    }
     client
 }
 

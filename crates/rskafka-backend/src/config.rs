@@ -231,6 +231,14 @@ impl RskafkaSourceBuilder {
         self
     }
 
+    /// `group.instance.id`: a static member (KIP-345). A member restarted with the same
+    /// id within the session timeout gets its partitions back without a rebalance; a
+    /// second live member with the same id is fenced (a fatal error).
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.consumer = self.consumer.group_instance_id(id);
+        self
+    }
+
     forward! {
         /// Where to start without a committed offset (`auto.offset.reset`).
         offset_reset(OffsetReset);
