@@ -14,6 +14,8 @@ mod sync;
 mod transport;
 
 #[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
 mod sasl_tests;
 #[cfg(all(test, feature = "tls"))]
 mod tls_tests;
