@@ -3,15 +3,16 @@
 //! `rdkafka_sticky_assignor.c`, in an algorithm of our own:
 //!
 //! 1. Ownership. Claims of partitions that no longer exist are dropped. A partition
-//!    claimed by several members
-//!    belongs to the claim of the highest generation; when several claims share that
-//!    highest generation, nobody owns it (Java's `allSubscriptionsEqual`: "claiming the
-//!    same TopicPartition ... in the same generation ... will be invalidated";
-//!    librdkafka's `prepopulateCurrentAssignments` does the same). A lower-generation
-//!    claim nobody outranks stands, as in both (a member without a generation counts as
-//!    generation -1, Java's `DEFAULT_GENERATION` and librdkafka's default). An owner
-//!    that no longer subscribes to the topic keeps the partition only until it revokes
-//!    it: the target gives it to a subscriber, and step 3 withholds it meanwhile.
+//!    claimed by several members belongs to the claim of the highest generation; when
+//!    several claims share that highest generation, nobody owns it (Java's
+//!    `allSubscriptionsEqual`: "claiming the same TopicPartition ... in the same
+//!    generation ... will be invalidated"; librdkafka 2.12's
+//!    `prepopulateCurrentAssignments` too, though it also drops a partition when two
+//!    claims below the highest tie: we follow Java there). A lower-generation claim
+//!    nobody outranks stands, as in both (a member without a generation counts as
+//!    generation -1, Java's `DEFAULT_GENERATION` and librdkafka's default). An owner that
+//!    no longer subscribes to the topic keeps the partition only until it revokes it:
+//!    the target gives it to a subscriber, and step 3 withholds it meanwhile.
 //! 2. Target. Members keep what they own; unowned partitions go, those with the fewest
 //!    candidate members first, to the least-loaded subscriber; then, while some member
 //!    has a partition a subscriber with at least two fewer partitions could take, the
@@ -189,9 +190,10 @@ impl<'a> Group<'a> {
     fn next_move(&self, plan: &Plan<'a>) -> Option<(Tp<'a>, &'a str, &'a str)> {
         let mut donors: Vec<(&str, &BTreeSet<Tp>)> = plan.iter().map(|(id, p)| (*id, p)).collect();
         donors.sort_by_key(|(id, partitions)| (Reverse(partitions.len()), *id));
+        let lightest = donors.last().map_or(0, |(_, partitions)| partitions.len());
         for (from, partitions) in donors {
             let load = partitions.len();
-            if load < 2 {
+            if load < lightest + 2 {
                 break;
             }
             let (owned, fresh): (Vec<&Tp>, Vec<&Tp>) = partitions
