@@ -102,7 +102,7 @@ pub(crate) fn encode_member_metadata(
 /// we know is read as our newest (versions only append fields, and both real clients do
 /// the same). The generation is the v2+ field when it is not negative; otherwise it
 /// comes from the user data, as the Java `CooperativeStickyAssignor.memberData` takes
-/// it (see [`user_data_generation`]).
+/// it (see `user_data_generation`).
 pub(crate) fn decode_member_metadata(mut bytes: Bytes) -> Result<MemberMetadata, String> {
     if bytes.remaining() < 2 {
         return Err("subscription shorter than its version".into());
