@@ -47,17 +47,6 @@ pub(crate) struct MemberMetadata {
     pub(crate) generation: Option<i32>,
 }
 
-/// Encodes a subscription to `topics` without owned partitions or generation (what the
-/// eager assignors need).
-pub(crate) fn encode_subscription(topics: &[String]) -> Result<Bytes, String> {
-    encode_member_metadata(topics, &[], -1)
-}
-
-/// The topics of a member's subscription.
-pub(crate) fn decode_subscription(bytes: Bytes) -> Result<Vec<String>, String> {
-    decode_member_metadata(bytes).map(|m| m.topics)
-}
-
 /// Encodes a subscription to `topics` that owns `owned`, as of `generation` (-1 when
 /// the member has none yet): v3, with Java's cooperative user data (see the module docs).
 pub(crate) fn encode_member_metadata(

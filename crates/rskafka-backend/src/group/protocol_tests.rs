@@ -55,8 +55,8 @@ fn owned(spec: &[(&str, i32)]) -> Vec<(String, i32)> {
 #[test]
 fn subscription_and_assignment_round_trip() {
     let topics = vec!["a".to_string(), "b".to_string()];
-    let bytes = encode_subscription(&topics).unwrap();
-    assert_eq!(decode_subscription(bytes).unwrap(), topics);
+    let bytes = encode_member_metadata(&topics, &[], -1).unwrap();
+    assert_eq!(decode_member_metadata(bytes).unwrap().topics, topics);
     let mut a = BTreeMap::new();
     a.insert("a".to_string(), vec![0, 2]);
     a.insert("b".to_string(), vec![1]);
@@ -66,7 +66,7 @@ fn subscription_and_assignment_round_trip() {
         vec![("a".into(), 0), ("a".into(), 2), ("b".into(), 1)]
     );
     assert!(decode_assignment(Bytes::new()).unwrap().is_empty());
-    assert!(decode_subscription(Bytes::from_static(b"\x00")).is_err());
+    assert!(decode_member_metadata(Bytes::from_static(b"\x00")).is_err());
 }
 
 #[test]

@@ -63,35 +63,29 @@ pub(crate) type MemberSubscription = (String, Vec<String>);
 pub(crate) type GroupAssignment = BTreeMap<String, BTreeMap<String, Vec<i32>>>;
 
 /// Shares the partitions of `partition_counts` (topic -> number of partitions) among
-/// `members`. Every member gets an entry, possibly empty; topics nobody subscribes to,
-/// or that are missing from `partition_counts`, are not assigned. The cooperative
-/// assignor run here sees members owning nothing; [`cooperative_sticky`] takes what
-/// they own.
+/// `members` (id and JoinGroup metadata). Every member gets an entry, possibly empty;
+/// topics nobody subscribes to, or that are missing from `partition_counts`, are not
+/// assigned. The eager assignors read only the members' topics; the cooperative one
+/// also what they own.
 pub(crate) fn assign(
     assignor: Assignor,
-    members: &[MemberSubscription],
+    members: &[(String, MemberMetadata)],
     partition_counts: &BTreeMap<String, i32>,
 ) -> GroupAssignment {
+    if assignor == Assignor::CooperativeSticky {
+        return cooperative_sticky(members, partition_counts);
+    }
+    let subscriptions: Vec<MemberSubscription> = members
+        .iter()
+        .map(|(id, m)| (id.clone(), m.topics.clone()))
+        .collect();
     let mut out: GroupAssignment = members
         .iter()
         .map(|(id, _)| (id.clone(), BTreeMap::new()))
         .collect();
     match assignor {
-        Assignor::Range => eager::range(members, partition_counts, &mut out),
-        Assignor::RoundRobin => eager::round_robin(members, partition_counts, &mut out),
-        Assignor::CooperativeSticky => {
-            let members: Vec<(String, MemberMetadata)> = members
-                .iter()
-                .map(|(id, topics)| {
-                    let metadata = MemberMetadata {
-                        topics: topics.clone(),
-                        ..MemberMetadata::default()
-                    };
-                    (id.clone(), metadata)
-                })
-                .collect();
-            out = cooperative_sticky(&members, partition_counts);
-        }
+        Assignor::RoundRobin => eager::round_robin(&subscriptions, partition_counts, &mut out),
+        _ => eager::range(&subscriptions, partition_counts, &mut out),
     }
     out
 }
@@ -100,9 +94,15 @@ pub(crate) fn assign(
 mod tests {
     use super::*;
 
-    fn members(spec: &[(&str, &[&str])]) -> Vec<MemberSubscription> {
+    fn members(spec: &[(&str, &[&str])]) -> Vec<(String, MemberMetadata)> {
         spec.iter()
-            .map(|(id, t)| (id.to_string(), t.iter().map(|s| s.to_string()).collect()))
+            .map(|(id, t)| {
+                let metadata = MemberMetadata {
+                    topics: t.iter().map(|s| s.to_string()).collect(),
+                    ..MemberMetadata::default()
+                };
+                (id.to_string(), metadata)
+            })
             .collect()
     }
 
@@ -158,10 +158,11 @@ mod tests {
     fn every_partition_assigned_exactly_once() {
         for n_members in 1..6 {
             let ids: Vec<String> = (0..n_members).map(|i| format!("m{i}")).collect();
-            let m: Vec<MemberSubscription> = ids
+            let spec: Vec<(&str, &[&str])> = ids
                 .iter()
-                .map(|id| (id.clone(), vec!["t".into(), "u".into()]))
+                .map(|id| (id.as_str(), &["t", "u"][..]))
                 .collect();
+            let m = members(&spec);
             let c = counts(&[("t", 7), ("u", 2)]);
             for assignor in [Assignor::Range, Assignor::RoundRobin] {
                 let a = assign(assignor, &m, &c);

@@ -152,7 +152,7 @@ fn fresh_group_is_complete_and_balanced() {
     assert_eq!(
         assign(
             Assignor::CooperativeSticky,
-            &[("a".into(), vec!["t".into()])],
+            &[("a".into(), meta(&["t"], &[], None))],
             &c
         )["a"]["t"],
         (0..7).collect::<Vec<_>>()
