@@ -8,12 +8,38 @@
 //!
 //! - [`RskafkaSource`] implements [`ktm_core::MessageSource`]; build it with
 //!   [`RskafkaSource::builder`].
+//! - **Its own I/O thread.** Every connection and background task of a source (group
+//!   membership, heartbeats, partition fetches, offset requests) runs on a thread of its
+//!   own (`ktm-rskafka-io`, with its own tokio runtime), as librdkafka and the Java
+//!   client keep a heartbeat thread: nothing a callback does, however long it blocks
+//!   the consumer thread, delays a heartbeat. The consumer thread only exchanges
+//!   messages with it.
 //! - Subscribing to topics joins the group; the leader assigns partitions with the
-//!   configured [`Assignor`] (range or round-robin). Rebalances are eager: on a rebalance
-//!   the source commits the positions the manager stored for its partitions, reports
-//!   them revoked, rejoins and reports the new assignment. A fenced member (illegal
-//!   generation, unknown member id, expired session) reports its partitions lost and
-//!   commits nothing more for them.
+//!   configured [`Assignor`]: `range` and `roundrobin` rebalance eagerly (on a
+//!   rebalance the source commits the positions the manager stored for its partitions,
+//!   reports them revoked, rejoins and reports the new assignment);
+//!   [`Assignor::CooperativeSticky`] rebalances incrementally (KIP-429): only the
+//!   partitions that move are committed and revoked, the others are consumed without a
+//!   pause, and librdkafka and Java members of the same group interoperate (same
+//!   protocol name, subscription v3 with owned partitions and generation, Java's user
+//!   data). A fenced member (illegal generation, unknown member id, expired session)
+//!   reports its partitions lost, and a commit goes out only under the generation that
+//!   owns the partitions: one for a generation that has moved on is refused locally.
+//! - `max.poll.interval` is enforced as Kafka defines it: when the consumer thread has
+//!   not polled for longer (a callback stuck), the member leaves the group (a WARN
+//!   names the setting and the stuck duration), its partitions are reported lost at
+//!   the next poll, and it rejoins when polling resumes. Heartbeats go on while a
+//!   revoke is handed over to the consumer thread.
+//! - Static membership (KIP-345): with `group_instance_id`, a restarted member gets its
+//!   partitions back without a rebalance if it returns within the session timeout;
+//!   static members do not send LeaveGroup on close (as in Java and librdkafka), and
+//!   FENCED_INSTANCE_ID (another live member with the same id) is fatal.
+//! - Every group connection asks the broker for its API versions (ApiVersions) and
+//!   sends each request at the highest version both sides speak, down to Kafka 2.x.
+//!   Errors that are final in every Kafka client (authorization, INVALID_GROUP_ID,
+//!   INCONSISTENT_GROUP_PROTOCOL, INVALID_SESSION_TIMEOUT, GROUP_MAX_SIZE_REACHED,
+//!   UNSUPPORTED_VERSION, FENCED_INSTANCE_ID) are fatal: the manager ends `Failed`
+//!   with the cause; the others are retried with backoff.
 //! - [`RskafkaDeadLetterProducer`] produces dead letters for
 //!   [`FailurePolicy::DeadLetter`](ktm_core::FailurePolicy::DeadLetter), with the same
 //!   connection settings ([`from_config`](RskafkaDeadLetterProducer::from_config)).

@@ -13,16 +13,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
     SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::answers::{JoinGroupAnswer, SyncGroupAnswer};
 use super::sasl;
-use super::sync_answer::SyncGroupAnswer;
 use super::transport::{self, BoxStream, Security};
 use crate::auth::AuthError;
 
@@ -123,7 +123,7 @@ macro_rules! requests {
 requests! {
     ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0..=0;
     FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 1..=3;
-    JoinGroupRequest => JoinGroupResponse, JoinGroup, 1..=5;
+    JoinGroupRequest => JoinGroupAnswer, JoinGroup, 1..=5;
     SyncGroupRequest => SyncGroupAnswer, SyncGroup, 0..=3;
     HeartbeatRequest => HeartbeatResponse, Heartbeat, 0..=4;
     LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0..=2;

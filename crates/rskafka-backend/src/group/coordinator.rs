@@ -50,6 +50,10 @@ pub(crate) enum GroupError {
     /// The answer made no sense.
     #[error("{0}")]
     Invalid(String),
+    /// The coordinator answered a rejoin with the generation the member held (or whose
+    /// sync it refused) before the rebalance: Kafka always moves the generation on.
+    #[error("the coordinator kept generation {generation} across a rebalance")]
+    KeptGeneration { generation: i32 },
     /// `group.instance.id` is set, and the coordinator is too old for it.
     #[error("static membership (group.instance.id) needs JoinGroup v5 and SyncGroup v3 (Kafka 2.3 or later); the coordinator serves v{join_version} and v{sync_version}")]
     StaticMembershipUnsupported {
@@ -70,7 +74,9 @@ impl GroupError {
     pub(crate) fn needs_rediscovery(&self) -> bool {
         match self {
             GroupError::Conn(_) | GroupError::Invalid(_) => true,
-            GroupError::StaticMembershipUnsupported { .. } => false,
+            GroupError::StaticMembershipUnsupported { .. } | GroupError::KeptGeneration { .. } => {
+                false
+            }
             GroupError::Broker { error, .. } => matches!(
                 error,
                 ResponseError::NotCoordinator
@@ -88,6 +94,7 @@ impl GroupError {
         match self {
             GroupError::Conn(e) => e.is_fatal(),
             GroupError::StaticMembershipUnsupported { .. } => true,
+            GroupError::KeptGeneration { .. } => false,
             _ => matches!(
                 self.code(),
                 Some(

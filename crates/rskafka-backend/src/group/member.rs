@@ -52,6 +52,9 @@ pub(super) struct Member {
     /// cooperative member says it owns when it rejoins.
     pub(super) owned: Vec<TopicPartition>,
     pub(super) owned_generation: i32,
+    /// A generation the next join must move past: the one held before a rebalance, or
+    /// one whose sync the coordinator refused.
+    pub(super) stale_generation: Option<i32>,
     backoff: Backoff,
 }
 
@@ -75,6 +78,7 @@ impl Member {
             member_id: String::new(),
             owned: Vec::new(),
             owned_generation: -1,
+            stale_generation: None,
         }
     }
 
@@ -124,8 +128,6 @@ impl Member {
     /// Joins, syncs and heartbeats for ever; returns when the source is gone or a
     /// fatal error was reported.
     async fn membership(&mut self) {
-        // The generation held before the last rebalance, if it was an orderly one.
-        let mut before_rebalance: Option<i32> = None;
         loop {
             if self.poll_expired() && !self.sit_out_poll_timeout().await {
                 return;
@@ -144,19 +146,6 @@ impl Member {
                     continue;
                 }
             };
-            if before_rebalance.take() == Some(identity.generation) {
-                // A rebalance always moves the generation on; a coordinator that kept
-                // it (Tansu 0.6 after a member's session expired) also kept the old
-                // assignment and a leader that is gone. Leave and join afresh, which
-                // makes it elect a leader among the live members.
-                warn!(group = %self.settings.group_id, generation = identity.generation, "the coordinator kept the generation across a rebalance; leaving and rejoining as a new member");
-                self.leave_group().await;
-                if !self.forget_owned() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
             self.backoff.reset();
             info!(group = %self.settings.group_id, generation = identity.generation, member = %identity.member_id, ?partitions, cooperative, "joined the group");
             if !self.warn_missing_topics(watch.as_ref()) {
@@ -183,13 +172,13 @@ impl Member {
                 if !self.await_consumer(wait).await {
                     return;
                 }
-                before_rebalance = Some(generation);
+                self.stale_generation = Some(generation);
                 continue;
             }
             match self.heartbeat_until_change(watch.as_mut()).await {
                 After::Rebalance if cooperative => {
                     info!(group = %self.settings.group_id, "cooperative rebalance: rejoining, still consuming every owned partition");
-                    before_rebalance = Some(generation);
+                    self.stale_generation = Some(generation);
                 }
                 After::Rebalance => {
                     info!(group = %self.settings.group_id, "rebalance: committing and revoking before rejoining");
@@ -199,7 +188,7 @@ impl Member {
                     }
                     self.shared.set_identity(None);
                     self.owned.clear();
-                    before_rebalance = Some(generation);
+                    self.stale_generation = Some(generation);
                 }
                 After::Fenced { forget_member_id } => {
                     warn!(group = %self.settings.group_id, "fenced or session expired: partitions lost");
@@ -328,12 +317,30 @@ impl Member {
         if e.is_fatal() {
             return self.report_fatal(e, "joining the group");
         }
+        if let GroupError::KeptGeneration { generation } = e {
+            // A coordinator that kept the generation (Tansu 0.6, after a member's
+            // session expired) also kept the old assignment and a leader that is gone,
+            // so no sync would ever succeed. Leave while still a member of it and join
+            // afresh, which makes it elect a leader among the live members.
+            warn!(group = %self.settings.group_id, generation, "the coordinator kept the generation across a rebalance; leaving and rejoining as a new member");
+            self.leave_group().await;
+            if !self.owned.is_empty() && !self.forget_owned() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return true;
+        }
         let quiet = matches!(
             e.code(),
             Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration)
         );
         if e.code() == Some(ResponseError::UnknownMemberId) {
-            self.member_id.clear();
+            // Leave under the old id before joining afresh. On Kafka the coordinator
+            // already forgot it and answers UNKNOWN_MEMBER_ID, changing nothing; Tansu
+            // 0.6 can keep an expired member as the group's leader, so that every
+            // follower's SyncGroup fails for ever, and only a leave makes it elect a
+            // live leader.
+            self.leave_group().await;
         }
         let delay = if quiet {
             Duration::from_millis(200)

@@ -2,6 +2,7 @@
 //! (join, sync, heartbeat, leave), the assignors, and committed offsets, spoken with
 //! `kafka-protocol` over connections of our own.
 
+mod answers;
 mod assignor;
 mod conn;
 mod coordinator;
@@ -12,7 +13,6 @@ mod offsets;
 mod protocol;
 mod sasl;
 mod sync;
-mod sync_answer;
 mod transport;
 
 #[cfg(test)]

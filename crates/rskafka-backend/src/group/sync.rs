@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::join_group_response::JoinGroupResponse;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{JoinGroupRequest, SyncGroupRequest};
 use kafka_protocol::protocol::StrBytes;
@@ -14,6 +13,7 @@ use kafka_protocol::ResponseError;
 use ktm_core::TopicPartition;
 use tracing::debug;
 
+use super::answers::JoinGroupAnswer;
 use super::assignor::{assign, Assignor};
 use super::conn::Conn;
 use super::coordinator::{check, GroupError};
@@ -51,14 +51,21 @@ pub(super) async fn join_and_sync(m: &mut Member) -> Result<Joined, GroupError> 
 }
 
 async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
-    let owned: Vec<(String, i32)> = m
-        .owned
-        .iter()
-        .map(|tp| (tp.topic().to_owned(), tp.partition()))
-        .collect();
-    let subscription = encode_member_metadata(&m.settings.topics, &owned, m.owned_generation)
-        .map_err(GroupError::Invalid)?;
     let preferred = m.settings.assignor;
+    // Only a cooperative member rejoins owning partitions; an eager one gave them all
+    // up, and says nothing of a generation (its metadata stays the same across joins).
+    let (owned, owned_generation): (Vec<(String, i32)>, i32) = if preferred.is_cooperative() {
+        let owned = m
+            .owned
+            .iter()
+            .map(|tp| (tp.topic().to_owned(), tp.partition()))
+            .collect();
+        (owned, m.owned_generation)
+    } else {
+        (Vec::new(), -1)
+    };
+    let subscription = encode_member_metadata(&m.settings.topics, &owned, owned_generation)
+        .map_err(GroupError::Invalid)?;
     // A cooperative member offers only its own protocol: a group whose members agree
     // on an eager one would revoke everything, which the cooperative member does not
     // do (librdkafka refuses to mix the two kinds in one member likewise).
@@ -104,14 +111,17 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
             }
         }
     };
-    m.member_id = joined.member_id.to_string();
+    m.member_id.clone_from(&joined.member_id);
     let generation = joined.generation_id;
+    if m.stale_generation.take() == Some(generation) {
+        return Err(GroupError::KeptGeneration { generation });
+    }
     let chosen = joined
         .protocol_name
         .as_deref()
         .and_then(Assignor::from_protocol_name)
         .unwrap_or(preferred);
-    debug!(generation, leader = %joined.leader.as_str(), member = %m.member_id, members = joined.members.len(), "JoinGroup answered");
+    debug!(generation, leader = %joined.leader, member = %m.member_id, members = joined.members.len(), "JoinGroup answered");
     let (assignments, watch) = if joined.leader == joined.member_id {
         let (assignments, watch) = leader_assignments(m, &joined, chosen).await?;
         (assignments, Some(watch))
@@ -121,11 +131,17 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
     let request = SyncGroupRequest::default()
         .with_group_id(m.group_id())
         .with_generation_id(generation)
-        .with_member_id(joined.member_id.clone())
+        .with_member_id(StrBytes::from_string(joined.member_id.clone()))
         .with_group_instance_id(instance)
         .with_assignments(assignments);
     let synced = conn.send_at(&request, sync_version).await?;
-    check("SyncGroup", synced.error_code)?;
+    if let Err(e) = check("SyncGroup", synced.error_code) {
+        if e.code() == Some(ResponseError::RebalanceInProgress) {
+            // The rejoin must bring a newer generation than the one refused here.
+            m.stale_generation = Some(generation);
+        }
+        return Err(e);
+    }
     let mut partitions: Vec<TopicPartition> = decode_assignment(synced.assignment)
         .map_err(GroupError::Invalid)?
         .into_iter()
@@ -150,14 +166,14 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
 /// watching the metadata it shared them from.
 async fn leader_assignments(
     m: &Member,
-    joined: &JoinGroupResponse,
+    joined: &JoinGroupAnswer,
     assignor: Assignor,
 ) -> Result<(Vec<SyncGroupRequestAssignment>, MetadataWatch), GroupError> {
     let mut members: Vec<(String, MemberMetadata)> = Vec::with_capacity(joined.members.len());
     for member in &joined.members {
         let metadata =
             decode_member_metadata(member.metadata.clone()).map_err(GroupError::Invalid)?;
-        members.push((member.member_id.to_string(), metadata));
+        members.push((member.member_id.clone(), metadata));
     }
     let wanted: BTreeSet<String> = members
         .iter()
