@@ -72,8 +72,10 @@ pub(crate) struct Fetcher {
 }
 
 impl Fetcher {
-    /// Starts fetching `tp` from its committed offset (`None`: no commit, reset policy).
+    /// Starts fetching `tp` from its committed offset (`None`: no commit, reset policy),
+    /// on the I/O thread's runtime `io`.
     pub(crate) fn spawn(
+        io: &tokio::runtime::Handle,
         client: Arc<Client>,
         tp: TopicPartition,
         committed: Option<i64>,
@@ -93,7 +95,7 @@ impl Fetcher {
         };
         Self {
             epoch,
-            task: tokio::spawn(task.run(committed)),
+            task: io.spawn(task.run(committed)),
             paused,
             held: Vec::new(),
             high_watermark: None,

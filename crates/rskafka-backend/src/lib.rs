@@ -71,6 +71,7 @@ mod convert;
 mod dead_letter;
 mod fetch;
 mod group;
+mod io;
 mod reset;
 mod source;
 

@@ -1,6 +1,6 @@
 //! [`RskafkaSource`]: the [`MessageSource`] the manager polls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,10 +19,11 @@ use crate::config::{RskafkaConfig, RskafkaSourceBuilder};
 use crate::fetch::{to_source_error, FetchItem, FetchSettings, Fetcher};
 use crate::group::CommitIdentity;
 use crate::group::{GroupEvent, GroupHandle, GroupSettings, OffsetClient, Security};
+use crate::io::IoThread;
 use crate::BACKEND;
 
 /// Why a commit is refused while the member is between generations.
-const NOT_A_MEMBER: &str = "not a group member right now (rebalancing); positions stay uncommitted";
+const NOT_A_MEMBER: &str = "not a member of the generation that owns these partitions (rebalancing, fenced or left); positions stay uncommitted";
 
 /// Fetched batches taken per poll beyond the first, if they are already there.
 const DRAIN_PER_POLL: usize = 32;
@@ -32,9 +33,12 @@ pub struct RskafkaSource {
     config: RskafkaConfig,
     group_settings: Arc<GroupSettings>,
     fetch_settings: Arc<FetchSettings>,
+    /// Every connection and background task lives there; started by the first poll.
+    io: Option<IoThread>,
     client: Option<Arc<Client>>,
     group: Option<GroupHandle>,
-    offsets: OffsetClient,
+    /// Used on the I/O thread only.
+    offsets: Arc<tokio::sync::Mutex<OffsetClient>>,
     tx: mpsc::UnboundedSender<FetchItem>,
     rx: mpsc::UnboundedReceiver<FetchItem>,
     owned: BTreeMap<TopicPartition, Fetcher>,
@@ -53,6 +57,7 @@ enum Pending {
     Assign {
         identity: CommitIdentity,
         partitions: Vec<TopicPartition>,
+        done: Option<oneshot::Sender<()>>,
     },
     Revoke(Option<oneshot::Sender<()>>),
     Lost,
@@ -99,6 +104,7 @@ impl RskafkaSource {
             session_timeout: c.session_timeout,
             heartbeat_interval: c.heartbeat_interval,
             rebalance_timeout: c.max_poll_interval,
+            group_instance_id: c.group_instance_id.clone(),
             connect_timeout: config.connect_timeout,
             metadata_max_age: config.metadata_max_age,
             security: Security {
@@ -116,10 +122,13 @@ impl RskafkaSource {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
-            offsets: OffsetClient::new(Arc::clone(&group_settings)),
+            offsets: Arc::new(tokio::sync::Mutex::new(OffsetClient::new(Arc::clone(
+                &group_settings,
+            )))),
             group_settings,
             fetch_settings,
             config,
+            io: None,
             client: None,
             group: None,
             tx,
@@ -161,9 +170,47 @@ impl RskafkaSource {
         true
     }
 
+    /// The I/O thread, once started.
+    fn io(&self) -> Result<&IoThread, SourceError> {
+        self.io
+            .as_ref()
+            .ok_or_else(|| SourceError::transient(BACKEND, "the I/O thread is not running"))
+    }
+
+    /// Fetches the committed offsets of `partitions`, on the I/O thread.
+    async fn fetch_committed(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
+        let offsets = Arc::clone(&self.offsets);
+        self.io()?
+            .run(async move { offsets.lock().await.fetch(&partitions).await })
+            .await?
+            .map_err(|e| e.into_source_error("fetching committed offsets"))
+    }
+
+    /// Commits `positions` under the identity of the assignment the consumer thread
+    /// holds, on the I/O thread; refused locally when that generation has moved on.
+    async fn commit_held(&self, positions: Offsets) -> Result<(), SourceError> {
+        if let Some(g) = &self.group {
+            if !g.may_commit_as(&self.identity) {
+                return Err(SourceError::transient(BACKEND, NOT_A_MEMBER));
+            }
+        }
+        let offsets = Arc::clone(&self.offsets);
+        let identity = self.identity.clone();
+        self.io()?
+            .run(async move { offsets.lock().await.commit(&identity, &positions).await })
+            .await?
+            .map_err(|e| e.into_source_error("committing offsets"))
+    }
+
     async fn client(&mut self) -> Result<Arc<Client>, SourceError> {
         if let Some(c) = &self.client {
             return Ok(Arc::clone(c));
+        }
+        if self.io.is_none() {
+            self.io = Some(IoThread::start()?);
         }
         let c = &self.config;
         let backoff = BackoffConfig {
@@ -182,7 +229,12 @@ impl RskafkaSource {
         if let Some(tls) = &c.tls {
             builder = builder.tls_config(Arc::clone(tls));
         }
-        let built = tokio::time::timeout(c.connect_timeout * 2, builder.build()).await;
+        // Built on the I/O thread, so that rskafka's connections live there.
+        let limit = c.connect_timeout * 2;
+        let built = self
+            .io()?
+            .run(async move { tokio::time::timeout(limit, builder.build()).await })
+            .await?;
         let client = match built {
             Ok(Ok(client)) => Arc::new(client),
             Ok(Err(e)) => return Err(to_source_error("connecting to the brokers", e)),
@@ -202,21 +254,24 @@ impl RskafkaSource {
     }
 
     /// Queues the static assignment, or starts the member task.
-    fn start(&mut self, client: &Arc<Client>) {
+    fn start(&mut self, client: &Arc<Client>) -> Result<(), SourceError> {
         match &self.config.consumer.subscription {
             Subscription::Partitions(p) if !self.static_queued => {
                 self.static_queued = true;
                 self.pending = Some(Pending::Assign {
                     identity: self.identity.clone(),
                     partitions: p.clone(),
+                    done: None,
                 });
             }
             Subscription::Topics(_) if self.group.is_none() => {
                 let settings = Arc::clone(&self.group_settings);
-                self.group = Some(GroupHandle::spawn(settings, Arc::clone(client)));
+                let io = self.io()?.handle();
+                self.group = Some(GroupHandle::spawn(io, settings, Arc::clone(client)));
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Applies the pending assignment change, pushing its event.
@@ -225,25 +280,45 @@ impl RskafkaSource {
         client: &Arc<Client>,
         batch: &mut PollBatch,
     ) -> Result<(), SourceError> {
-        match &self.pending {
+        match &mut self.pending {
             Some(Pending::Assign {
                 identity,
                 partitions,
+                done,
             }) => {
-                let (identity, partitions) = (identity.clone(), partitions.clone());
-                let committed = if partitions.is_empty() {
+                let (identity, assigned, done) =
+                    (identity.clone(), partitions.clone(), done.take());
+                // The new generation first: what is revoked below commits under it.
+                self.identity = identity;
+                let assigned: BTreeSet<TopicPartition> = assigned.into_iter().collect();
+                let revoked: Vec<TopicPartition> = self
+                    .owned
+                    .keys()
+                    .filter(|tp| !assigned.contains(*tp))
+                    .cloned()
+                    .collect();
+                if !revoked.is_empty() {
+                    let committed = self.commit_owned(&revoked).await;
+                    self.give_up(batch, revoked, committed);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                let added: Vec<TopicPartition> = assigned
+                    .into_iter()
+                    .filter(|tp| !self.owned.contains_key(tp))
+                    .collect();
+                let committed = if added.is_empty() {
                     BTreeMap::new()
                 } else {
-                    self.offsets
-                        .fetch(&partitions)
-                        .await
-                        .map_err(|e| e.into_source_error("fetching committed offsets"))?
+                    self.fetch_committed(added.clone()).await?
                 };
-                self.give_up_all(batch, false);
-                for tp in &partitions {
+                let io = self.io()?.handle().clone();
+                for tp in &added {
                     self.next_epoch += 1;
                     let start = committed.get(tp).copied().flatten();
                     let fetcher = Fetcher::spawn(
+                        &io,
                         Arc::clone(client),
                         tp.clone(),
                         start,
@@ -253,37 +328,37 @@ impl RskafkaSource {
                     );
                     self.owned.insert(tp.clone(), fetcher);
                 }
-                self.identity = identity;
-                if !partitions.is_empty() {
-                    batch.push_event(SourceEvent::Assigned(partitions));
+                if !added.is_empty() {
+                    batch.push_event(SourceEvent::Assigned(added));
                 }
             }
             Some(Pending::Revoke(_)) => {
-                let committed = self.commit_owned().await;
-                self.give_up_all(batch, committed);
+                let all: Vec<TopicPartition> = self.owned.keys().cloned().collect();
+                let committed = self.commit_owned(&all).await;
+                self.give_up(batch, all, committed);
                 if let Some(Pending::Revoke(Some(done))) = self.pending.take() {
                     let _ = done.send(());
                 }
             }
-            Some(Pending::Lost) => self.give_up_all(batch, false),
+            Some(Pending::Lost) => {
+                let all: Vec<TopicPartition> = self.owned.keys().cloned().collect();
+                self.give_up(batch, all, false);
+            }
             None => {}
         }
         self.pending = None;
         Ok(())
     }
 
-    /// Commits the stored positions of the owned partitions before a revoke; whether
+    /// Commits the stored positions of `partitions` before they are revoked; whether
     /// they are safe (committed, or nothing to commit).
-    async fn commit_owned(&mut self) -> bool {
+    async fn commit_owned(&mut self, partitions: &[TopicPartition]) -> bool {
         let mut positions = self.stored.clone();
-        positions.retain(|tp| self.owned.contains_key(tp));
+        positions.retain(|tp| partitions.contains(tp));
         if positions.is_empty() {
             return true;
         }
-        let Some(identity) = self.group.as_ref().and_then(GroupHandle::commit_identity) else {
-            return false;
-        };
-        match self.offsets.commit(&identity, &positions).await {
+        match self.commit_held(positions).await {
             Ok(()) => true,
             Err(e) => {
                 warn!(error = %e, "commit before revoke failed; reporting the partitions lost");
@@ -292,12 +367,14 @@ impl RskafkaSource {
         }
     }
 
-    /// Stops fetching every owned partition and reports them revoked (`orderly`) or lost.
-    fn give_up_all(&mut self, batch: &mut PollBatch, orderly: bool) {
-        if self.owned.is_empty() {
+    /// Stops fetching `gone` and reports them revoked (`orderly`) or lost.
+    fn give_up(&mut self, batch: &mut PollBatch, gone: Vec<TopicPartition>, orderly: bool) {
+        if gone.is_empty() {
             return;
         }
-        let gone: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_keys().collect();
+        for tp in &gone {
+            self.owned.remove(tp);
+        }
         self.stored.retain(|tp| !gone.contains(tp));
         batch.push_event(if orderly {
             SourceEvent::Revoked(gone)
@@ -379,8 +456,11 @@ impl RskafkaSource {
             return Err(e);
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(g) = &self.group {
+            g.polled();
+        }
         let client = self.client().await?;
-        self.start(&client);
+        self.start(&client)?;
         if self.pending.is_none() && self.release_held(batch) {
             self.drain_ready(batch);
             return Ok(());
@@ -406,10 +486,12 @@ impl RskafkaSource {
                 Woke::Group(Some(GroupEvent::Assigned {
                     identity,
                     partitions,
+                    done,
                 })) => {
                     self.pending = Some(Pending::Assign {
                         identity,
                         partitions,
+                        done,
                     })
                 }
                 Woke::Group(Some(GroupEvent::Revoke { done })) => {
@@ -495,25 +577,12 @@ impl MessageSource for RskafkaSource {
         if self.check_crashed() {
             return Err(SourceError::transient(BACKEND, "crashed (test switch)"));
         }
-        let identity = match &self.group {
-            Some(g) => match g.commit_identity() {
-                Some(identity) => identity,
-                // Not a member right now (rebalancing): nothing is committed, and saying
-                // so keeps the manager from counting these positions as committed. The
-                // revoke commits them, or the next owner starts from the last commit.
-                None => return Err(SourceError::transient(BACKEND, NOT_A_MEMBER)),
-            },
-            None => self.identity.clone(),
-        };
         let mut owned = positions.clone();
         owned.retain(|tp| self.owned.contains_key(tp));
         if owned.is_empty() {
             return Ok(());
         }
-        self.offsets
-            .commit(&identity, &owned)
-            .await
-            .map_err(|e| e.into_source_error("committing offsets"))
+        self.commit_held(owned).await
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
@@ -528,6 +597,8 @@ impl MessageSource for RskafkaSource {
             }
         }
         self.client = None;
+        // Ends every task and connection of the source.
+        self.io = None;
         Ok(())
     }
 

@@ -1,22 +1,28 @@
 //! One Kafka protocol connection to one broker: length-prefixed frames, one request in
 //! flight at a time, encoded and decoded with `kafka-protocol`, over TCP or TLS and
-//! authenticated with SASL when so configured.
+//! authenticated with SASL when so configured. Every connection asks the broker which
+//! API versions it serves (ApiVersions) before anything else, and each request goes
+//! out at the highest version both sides speak.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::sasl;
+use super::sync_answer::SyncGroupAnswer;
 use super::transport::{self, BoxStream, Security};
 use crate::auth::AuthError;
 
@@ -39,6 +45,15 @@ pub(crate) enum ConnError {
     /// A frame could not be encoded or decoded.
     #[error("protocol error with {addr}: {message}")]
     Protocol { addr: String, message: String },
+    /// The broker serves no version of a request that this crate speaks: fatal.
+    #[error("{addr} serves {api:?} at versions {broker:?}, this client speaks {ours:?}")]
+    Unsupported {
+        addr: String,
+        api: ApiKey,
+        /// The broker's versions; `None` when it does not serve the API at all.
+        broker: Option<(i16, i16)>,
+        ours: RangeInclusive<i16>,
+    },
     /// SASL authentication failed: fatal.
     #[error("authenticating to {addr}: {source}")]
     Auth {
@@ -58,11 +73,12 @@ pub(crate) enum ConnError {
 }
 
 impl ConnError {
-    /// Whether retrying cannot help: authentication was refused, or the broker's TLS
-    /// certificate (or our TLS settings) were.
+    /// Whether retrying cannot help: authentication was refused, the broker's TLS
+    /// certificate (or our TLS settings) were, or the broker speaks no version of a
+    /// request we need.
     pub(crate) fn is_fatal(&self) -> bool {
         match self {
-            ConnError::Auth { .. } => true,
+            ConnError::Auth { .. } | ConnError::Unsupported { .. } => true,
             #[cfg(feature = "tls")]
             ConnError::Tls { source, .. } => matches!(
                 source.kind(),
@@ -73,33 +89,50 @@ impl ConnError {
     }
 }
 
-/// A request type, with its API key and response type (`kafka-protocol` only provides
-/// this mapping when its `broker` feature is on too).
+/// A request type, with its API key, its response type (`kafka-protocol` only provides
+/// this mapping when its `broker` feature is on too), and the versions this crate
+/// builds and reads.
 pub(crate) trait KafkaRequest: Encodable + HeaderVersion {
     const KEY: ApiKey;
+    /// The versions the callers fill in correctly (fields that a version lacks are
+    /// left at their defaults, or the caller checks the version it was given).
+    const VERSIONS: RangeInclusive<i16>;
     type Response: Decodable + HeaderVersion;
 }
 
 macro_rules! requests {
-    ($($req:ty => $resp:ty, $key:ident;)*) => {$(
+    ($($req:ty => $resp:ty, $key:ident, $versions:expr;)*) => {$(
         impl KafkaRequest for $req {
             const KEY: ApiKey = ApiKey::$key;
+            const VERSIONS: RangeInclusive<i16> = $versions;
             type Response = $resp;
         }
     )*};
 }
 
+// Oldest versions: those every Kafka 2.x broker serves and that carry what the group
+// protocol needs (a rebalance timeout, generations on commits). Newest: the last whose
+// semantics this crate implements. FindCoordinator v4 batches keys; JoinGroup v8 adds
+// a reason and v9 lets a static leader skip assigning; OffsetFetch v8 batches groups;
+// OffsetCommit v9 is the KIP-848 protocol's. LeaveGroup stops at v2: it is sent by
+// dynamic members only (a static member, as in Java and librdkafka, lets its session
+// expire), and v3's member batch adds nothing for one dynamic member (librdkafka's
+// mock cluster also advertises v3-v4 but reads only the v0-v2 layout).
 requests! {
-    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator;
-    JoinGroupRequest => JoinGroupResponse, JoinGroup;
-    SyncGroupRequest => SyncGroupResponse, SyncGroup;
-    HeartbeatRequest => HeartbeatResponse, Heartbeat;
-    LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
-    OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
-    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
-    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake;
-    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate;
+    ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0..=0;
+    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 1..=3;
+    JoinGroupRequest => JoinGroupResponse, JoinGroup, 1..=7;
+    SyncGroupRequest => SyncGroupAnswer, SyncGroup, 0..=5;
+    HeartbeatRequest => HeartbeatResponse, Heartbeat, 0..=4;
+    LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0..=2;
+    OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2..=8;
+    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1..=7;
+    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, 1..=1;
+    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, 0..=2;
 }
+
+/// API key -> the (oldest, newest) version a broker serves.
+type BrokerVersions = BTreeMap<i16, (i16, i16)>;
 
 /// A connection to one broker.
 pub(crate) struct Conn {
@@ -108,6 +141,7 @@ pub(crate) struct Conn {
     client_id: StrBytes,
     next_correlation: i32,
     request_timeout: Duration,
+    versions: BrokerVersions,
 }
 
 impl fmt::Debug for Conn {
@@ -136,7 +170,9 @@ impl Conn {
             client_id: StrBytes::from_string(client_id.to_owned()),
             next_correlation: 1,
             request_timeout: timeout,
+            versions: BrokerVersions::new(),
         };
+        conn.versions = conn.ask_versions().await?;
         if let Some(credentials) = &security.sasl {
             sasl::authenticate(&mut conn, credentials).await?;
         }
@@ -154,9 +190,50 @@ impl Conn {
         self.request_timeout = timeout;
     }
 
-    /// Sends `request` at `version` and waits for its response. Not cancel-safe: drop
-    /// the connection if the future is dropped half-way.
+    /// ApiVersions v0, which every broker answers (in the v0 layout even when it does
+    /// not serve v0 of anything else).
+    async fn ask_versions(&mut self) -> Result<BrokerVersions, ConnError> {
+        let response = self.send_at(&ApiVersionsRequest::default(), 0).await?;
+        if let Some(error) = kafka_protocol::ResponseError::try_from_code(response.error_code) {
+            return Err(self.protocol(format!("ApiVersions answered {error:?}")));
+        }
+        Ok(response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect())
+    }
+
+    /// The version to send `R` at: the highest both this crate and the broker serve.
+    pub(crate) fn version<R: KafkaRequest>(&self) -> Result<i16, ConnError> {
+        let broker = self.versions.get(&(R::KEY as i16)).copied();
+        let unsupported = || ConnError::Unsupported {
+            addr: self.addr.clone(),
+            api: R::KEY,
+            broker,
+            ours: R::VERSIONS,
+        };
+        let (min, max) = broker.ok_or_else(unsupported)?;
+        let version = max.min(*R::VERSIONS.end());
+        if version < min.max(*R::VERSIONS.start()) {
+            return Err(unsupported());
+        }
+        Ok(version)
+    }
+
+    /// Sends `request` at the negotiated [`version`](Self::version) and waits for its
+    /// response. Not cancel-safe: drop the connection if the future is dropped half-way.
     pub(crate) async fn send<R: KafkaRequest>(
+        &mut self,
+        request: &R,
+    ) -> Result<R::Response, ConnError> {
+        let version = self.version::<R>()?;
+        self.send_at(request, version).await
+    }
+
+    /// Sends `request` at `version` (one the caller had from [`version`](Self::version),
+    /// to build the request for it) and waits for its response. Not cancel-safe.
+    pub(crate) async fn send_at<R: KafkaRequest>(
         &mut self,
         request: &R,
         version: i16,

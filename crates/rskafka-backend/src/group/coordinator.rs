@@ -13,9 +13,6 @@ use super::transport::Security;
 use super::Assignor;
 use crate::BACKEND;
 
-/// FindCoordinator v2: the last version before flexible encoding, with `key_type`.
-const FIND_COORDINATOR_VERSION: i16 = 2;
-
 /// What the group connections need to know.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupSettings {
@@ -26,7 +23,11 @@ pub(crate) struct GroupSettings {
     pub(crate) assignor: Assignor,
     pub(crate) session_timeout: Duration,
     pub(crate) heartbeat_interval: Duration,
+    /// `max.poll.interval.ms`: the rebalance timeout, and how long the consumer thread
+    /// may go without polling before the member leaves the group.
     pub(crate) rebalance_timeout: Duration,
+    /// `group.instance.id`: a static member when set.
+    pub(crate) group_instance_id: Option<String>,
     pub(crate) connect_timeout: Duration,
     /// How often the leader re-reads the subscribed topics' metadata.
     pub(crate) metadata_max_age: Duration,
@@ -49,6 +50,12 @@ pub(crate) enum GroupError {
     /// The answer made no sense.
     #[error("{0}")]
     Invalid(String),
+    /// `group.instance.id` is set, and the coordinator is too old for it.
+    #[error("static membership (group.instance.id) needs JoinGroup v5 and SyncGroup v3 (Kafka 2.3 or later); the coordinator serves v{join_version} and v{sync_version}")]
+    StaticMembershipUnsupported {
+        join_version: i16,
+        sync_version: i16,
+    },
 }
 
 impl GroupError {
@@ -63,6 +70,7 @@ impl GroupError {
     pub(crate) fn needs_rediscovery(&self) -> bool {
         match self {
             GroupError::Conn(_) | GroupError::Invalid(_) => true,
+            GroupError::StaticMembershipUnsupported { .. } => false,
             GroupError::Broker { error, .. } => matches!(
                 error,
                 ResponseError::NotCoordinator
@@ -72,18 +80,28 @@ impl GroupError {
         }
     }
 
-    /// Whether retrying cannot help: authentication or authorization failed, or the
-    /// group id is invalid.
+    /// Whether retrying cannot help, as in every Kafka client: authentication or
+    /// authorization failed, the group or the member's settings are refused, the
+    /// member's static instance id is taken by another member, or the broker speaks
+    /// no version we do.
     pub(crate) fn is_fatal(&self) -> bool {
         match self {
             GroupError::Conn(e) => e.is_fatal(),
+            GroupError::StaticMembershipUnsupported { .. } => true,
             _ => matches!(
                 self.code(),
                 Some(
                     ResponseError::GroupAuthorizationFailed
                         | ResponseError::TopicAuthorizationFailed
+                        | ResponseError::ClusterAuthorizationFailed
                         | ResponseError::InvalidGroupId
                         | ResponseError::SaslAuthenticationFailed
+                        | ResponseError::UnsupportedSaslMechanism
+                        | ResponseError::InconsistentGroupProtocol
+                        | ResponseError::InvalidSessionTimeout
+                        | ResponseError::GroupMaxSizeReached
+                        | ResponseError::UnsupportedVersion
+                        | ResponseError::FencedInstanceId
                 )
             ),
         }
@@ -132,7 +150,7 @@ async fn find_on(addr: &str, s: &GroupSettings) -> Result<Conn, GroupError> {
     let request = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(s.group_id.clone()))
         .with_key_type(0);
-    let response = conn.send(&request, FIND_COORDINATOR_VERSION).await?;
+    let response = conn.send(&request).await?;
     check("FindCoordinator", response.error_code)?;
     let port = u16::try_from(response.port)
         .map_err(|_| GroupError::Invalid(format!("coordinator port {}", response.port)))?;

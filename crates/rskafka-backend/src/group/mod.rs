@@ -5,12 +5,14 @@
 mod assignor;
 mod conn;
 mod coordinator;
+mod member;
 mod membership;
 mod metadata_watch;
 mod offsets;
 mod protocol;
 mod sasl;
 mod sync;
+mod sync_answer;
 mod transport;
 
 #[cfg(test)]

@@ -16,10 +16,6 @@ use tracing::debug;
 use super::conn::Conn;
 use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
 
-/// OffsetFetch v5 and OffsetCommit v7: the last versions before flexible encoding.
-const OFFSET_FETCH_VERSION: i16 = 5;
-const OFFSET_COMMIT_VERSION: i16 = 7;
-
 /// The group's generation and this member's id, as commits must carry them
 /// (`-1` and `""` outside group membership).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +82,7 @@ impl OffsetClient {
                     .collect(),
             ));
         let mut conn = self.take_conn().await?;
-        let response = conn.send(&request, OFFSET_FETCH_VERSION).await;
+        let response = conn.send(&request).await;
         let mut out = BTreeMap::new();
         let result = response.map_err(GroupError::from).and_then(|r| {
             check("OffsetFetch", r.error_code)?;
@@ -123,12 +119,29 @@ impl OffsetClient {
                     .with_committed_metadata(None),
             );
         }
+        let mut conn = self.take_conn().await?;
+        let version = match conn.version::<OffsetCommitRequest>() {
+            Ok(v) => v,
+            Err(e) => {
+                let result = Err(e.into());
+                self.put_back(conn, &result);
+                return result;
+            }
+        };
+        // A static member names its instance, where the version has the field (v7+).
+        let instance = self
+            .settings
+            .group_instance_id
+            .as_ref()
+            .filter(|_| version >= 7)
+            .map(|id| StrBytes::from_string(id.clone()));
         let request = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(
                 self.settings.group_id.clone(),
             )))
             .with_generation_id_or_member_epoch(identity.generation)
             .with_member_id(StrBytes::from_string(identity.member_id.clone()))
+            .with_group_instance_id(instance)
             .with_topics(
                 by_topic
                     .into_iter()
@@ -139,8 +152,7 @@ impl OffsetClient {
                     })
                     .collect(),
             );
-        let mut conn = self.take_conn().await?;
-        let response = conn.send(&request, OFFSET_COMMIT_VERSION).await;
+        let response = conn.send_at(&request, version).await;
         let result = response.map_err(GroupError::from).and_then(|r| {
             r.topics
                 .iter()

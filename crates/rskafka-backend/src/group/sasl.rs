@@ -1,5 +1,6 @@
 //! SASL on a freshly opened group or offset connection: SaslHandshake v1, then
-//! SaslAuthenticate v2 exchanges for `PLAIN` or SCRAM.
+//! SaslAuthenticate exchanges (the highest version the broker serves, up to v2) for
+//! `PLAIN` or SCRAM.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
@@ -11,11 +12,6 @@ use super::conn::{Conn, ConnError};
 use crate::auth::scram::{ScramClient, ScramHash};
 use crate::auth::{mechanism_name, plain_message, AuthError};
 use crate::{SaslCredentials, SaslMechanism};
-
-/// SaslHandshake v1: authentication then goes through SaslAuthenticate requests.
-pub(super) const HANDSHAKE_VERSION: i16 = 1;
-/// SaslAuthenticate v2 (flexible; with the session lifetime).
-pub(super) const AUTHENTICATE_VERSION: i16 = 2;
 
 /// Authenticates `conn` with `credentials`.
 pub(super) async fn authenticate(
@@ -30,7 +26,7 @@ pub(super) async fn authenticate(
     };
     let request =
         SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
-    let response = conn.send(&request, HANDSHAKE_VERSION).await?;
+    let response = conn.send(&request).await?;
     if response.error_code != 0 {
         let offered = response
             .mechanisms
@@ -80,7 +76,7 @@ async fn step(
     bytes: Vec<u8>,
 ) -> Result<Bytes, ConnError> {
     let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
-    let response = conn.send(&request, AUTHENTICATE_VERSION).await?;
+    let response = conn.send(&request).await?;
     if response.error_code != 0 {
         let code = ResponseError::try_from_code(response.error_code).map_or_else(
             || format!("error {}", response.error_code),

@@ -8,9 +8,11 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, ResponseHeader,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{
     decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion, StrBytes,
@@ -105,6 +107,27 @@ impl Fake {
             let v = header.request_api_version;
             let mut out = BytesMut::new();
             match ApiKey::try_from(header.request_api_key).unwrap() {
+                ApiKey::ApiVersions => {
+                    let _ = ApiVersionsRequest::decode(&mut buf, v).unwrap();
+                    self.log("api-versions");
+                    let served = [
+                        (ApiKey::SaslHandshake, 0, 1),
+                        (ApiKey::SaslAuthenticate, 0, 2),
+                        (ApiKey::FindCoordinator, 0, 3),
+                    ];
+                    let resp = ApiVersionsResponse::default().with_api_keys(
+                        served
+                            .iter()
+                            .map(|&(key, min, max)| {
+                                ApiVersion::default()
+                                    .with_api_key(key as i16)
+                                    .with_min_version(min)
+                                    .with_max_version(max)
+                            })
+                            .collect(),
+                    );
+                    respond(&mut out, header.correlation_id, &resp, v);
+                }
                 ApiKey::SaslHandshake => {
                     let req = SaslHandshakeRequest::decode(&mut buf, v).unwrap();
                     mechanism = req.mechanism.as_str().to_owned();
@@ -240,6 +263,7 @@ pub(super) fn settings(bootstrap: Vec<String>, sasl: SaslCredentials) -> GroupSe
         session_timeout: Duration::from_secs(6),
         heartbeat_interval: Duration::from_secs(1),
         rebalance_timeout: Duration::from_secs(6),
+        group_instance_id: None,
         connect_timeout: Duration::from_secs(5),
         metadata_max_age: Duration::from_secs(300),
         security: Security {
@@ -287,6 +311,7 @@ async fn plain_authenticates_before_any_group_request() {
         fake.seen(),
         [
             "connect",
+            "api-versions",
             "handshake v1 PLAIN",
             "authenticate v2",
             "authenticated",
@@ -310,7 +335,12 @@ async fn a_wrong_plain_password_is_fatal_and_not_retried() {
     });
     assert_eq!(
         fake.seen(),
-        ["connect", "handshake v1 PLAIN", "authenticate v2"]
+        [
+            "connect",
+            "api-versions",
+            "handshake v1 PLAIN",
+            "authenticate v2"
+        ]
     );
 }
 
@@ -330,6 +360,7 @@ async fn scram_sha_512_and_256_authenticate() {
             fake.seen(),
             [
                 "connect".to_owned(),
+                "api-versions".into(),
                 format!("handshake v1 {name}"),
                 "authenticate v2".into(),
                 "authenticate v2".into(),

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::join_group_response::JoinGroupResponse;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use kafka_protocol::messages::SyncGroupRequest;
+use kafka_protocol::messages::{JoinGroupRequest, SyncGroupRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use ktm_core::TopicPartition;
@@ -14,15 +17,16 @@ use tracing::debug;
 use super::assignor::{assign, Assignor, MemberSubscription};
 use super::conn::Conn;
 use super::coordinator::{check, GroupError};
-use super::membership::{join_request, protocol, Member};
+use super::member::Member;
 use super::metadata_watch::{partition_counts, MetadataWatch};
 use super::offsets::CommitIdentity;
 use super::protocol::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription,
 };
 
-const JOIN_GROUP_VERSION: i16 = 5;
-const SYNC_GROUP_VERSION: i16 = 3;
+/// JoinGroup carries `group.instance.id` from v5, SyncGroup from v3 (Kafka 2.3).
+const STATIC_JOIN_VERSION: i16 = 5;
+const STATIC_SYNC_VERSION: i16 = 3;
 
 /// A completed rebalance round.
 pub(super) struct Joined {
@@ -52,10 +56,21 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
         .map(|(_, a)| protocol(a.protocol_name(), subscription.clone()))
         .collect::<Vec<_>>();
     conn.set_request_timeout(m.settings.rebalance_timeout + m.settings.connect_timeout);
+    let join_version = conn.version::<JoinGroupRequest>()?;
+    let sync_version = conn.version::<SyncGroupRequest>()?;
+    let instance = m.instance_id();
+    if instance.is_some()
+        && (join_version < STATIC_JOIN_VERSION || sync_version < STATIC_SYNC_VERSION)
+    {
+        return Err(GroupError::StaticMembershipUnsupported {
+            join_version,
+            sync_version,
+        });
+    }
     let mut handshakes = 0;
     let joined = loop {
-        let request = join_request(m, protocols.clone());
-        let response = conn.send(&request, JOIN_GROUP_VERSION).await?;
+        let request = join_request(m, protocols.clone()).with_group_instance_id(instance.clone());
+        let response = conn.send_at(&request, join_version).await?;
         match ResponseError::try_from_code(response.error_code) {
             None => break response,
             Some(ResponseError::MemberIdRequired) if handshakes < 3 => {
@@ -84,8 +99,9 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
         .with_group_id(m.group_id())
         .with_generation_id(generation)
         .with_member_id(joined.member_id.clone())
+        .with_group_instance_id(instance)
         .with_assignments(assignments);
-    let synced = conn.send(&request, SYNC_GROUP_VERSION).await?;
+    let synced = conn.send_at(&request, sync_version).await?;
     check("SyncGroup", synced.error_code)?;
     let mut partitions: Vec<TopicPartition> = decode_assignment(synced.assignment)
         .map_err(GroupError::Invalid)?
@@ -137,4 +153,23 @@ async fn leader_assignments(
         .collect::<Result<_, GroupError>>()?;
     let watch = MetadataWatch::new(wanted, counts, m.settings.metadata_max_age);
     Ok((assignments, watch))
+}
+
+/// A protocol entry for JoinGroup.
+fn protocol(name: &'static str, metadata: bytes::Bytes) -> JoinGroupRequestProtocol {
+    JoinGroupRequestProtocol::default()
+        .with_name(StrBytes::from_static_str(name))
+        .with_metadata(metadata)
+}
+
+/// A JoinGroup request for the member's current id.
+fn join_request(m: &Member, protocols: Vec<JoinGroupRequestProtocol>) -> JoinGroupRequest {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    JoinGroupRequest::default()
+        .with_group_id(m.group_id())
+        .with_session_timeout_ms(millis(m.settings.session_timeout))
+        .with_rebalance_timeout_ms(millis(m.settings.rebalance_timeout))
+        .with_member_id(StrBytes::from_string(m.member_id.clone()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(protocols)
 }
