@@ -86,7 +86,8 @@ impl MockGroup {
 }
 
 /// What every test of the binary logged (at `RUST_LOG`, default `info`), without ANSI
-/// colours. Global, because members log from threads of their own.
+/// colours; with `KTM_TEST_LOG=stderr` also written to stderr as it comes. Global,
+/// because members log from threads of their own.
 pub fn log() -> &'static Captured {
     static LOG: OnceLock<Captured> = OnceLock::new();
     LOG.get_or_init(|| {
@@ -124,6 +125,9 @@ impl Captured {
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("KTM_TEST_LOG").is_some_and(|v| v == "stderr") {
+            std::io::stderr().write_all(buf)?;
+        }
         self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
