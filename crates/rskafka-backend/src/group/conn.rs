@@ -112,17 +112,19 @@ macro_rules! requests {
 
 // Oldest versions: those every Kafka 2.x broker serves and that carry what the group
 // protocol needs (a rebalance timeout, generations on commits). Newest: the last whose
-// semantics this crate implements. FindCoordinator v4 batches keys; JoinGroup v8 adds
-// a reason and v9 lets a static leader skip assigning; OffsetFetch v8 batches groups;
-// OffsetCommit v9 is the KIP-848 protocol's. LeaveGroup stops at v2: it is sent by
-// dynamic members only (a static member, as in Java and librdkafka, lets its session
-// expire), and v3's member batch adds nothing for one dynamic member (librdkafka's
-// mock cluster also advertises v3-v4 but reads only the v0-v2 layout).
+// semantics this crate implements, and for the classic group requests the newest that
+// librdkafka 2.12 itself sends (JoinGroup v5, SyncGroup v3, LeaveGroup v1-2): their
+// flexible versions add nothing this member uses (a join reason, a static leader
+// skipping its assignment, a batch leave), and librdkafka's mock cluster advertises
+// them (JoinGroup v6, SyncGroup v4, LeaveGroup v3-4) while parsing only the older
+// layouts. LeaveGroup is sent by dynamic members only: a static member, as in Java
+// and librdkafka, lets its session expire. FindCoordinator v4 batches keys; OffsetFetch
+// v8 batches groups; OffsetCommit v9 belongs to the KIP-848 protocol.
 requests! {
     ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0..=0;
     FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 1..=3;
-    JoinGroupRequest => JoinGroupResponse, JoinGroup, 1..=7;
-    SyncGroupRequest => SyncGroupAnswer, SyncGroup, 0..=5;
+    JoinGroupRequest => JoinGroupResponse, JoinGroup, 1..=5;
+    SyncGroupRequest => SyncGroupAnswer, SyncGroup, 0..=3;
     HeartbeatRequest => HeartbeatResponse, Heartbeat, 0..=4;
     LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0..=2;
     OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2..=8;

@@ -1,13 +1,20 @@
 //! The member task, on the I/O thread: join, sync, heartbeat, hand revokes over to
 //! the consumer thread (heartbeating meanwhile), leave when the consumer thread stops
 //! polling for longer than `max.poll.interval`, and rejoin.
+//!
+//! Eager rebalancing revokes every partition before rejoining. Cooperative
+//! rebalancing (KIP-429) rejoins owning its partitions and keeps consuming them; after
+//! the sync it revokes only those missing from its new assignment, then rejoins once
+//! more so that the group can give them to their new owner.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{GroupId, HeartbeatRequest, LeaveGroupRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use ktm_core::TopicPartition;
 use rskafka::client::Client;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -41,6 +48,10 @@ pub(super) struct Member {
     shared: Arc<Shared>,
     pub(super) conn: Option<Conn>,
     pub(super) member_id: String,
+    /// The partitions of the last assignment, and its generation (-1: none): what a
+    /// cooperative member says it owns when it rejoins.
+    pub(super) owned: Vec<TopicPartition>,
+    pub(super) owned_generation: i32,
     backoff: Backoff,
 }
 
@@ -62,6 +73,8 @@ impl Member {
             shared,
             conn: None,
             member_id: String::new(),
+            owned: Vec::new(),
+            owned_generation: -1,
         }
     }
 
@@ -120,6 +133,7 @@ impl Member {
             let Joined {
                 identity,
                 partitions,
+                cooperative,
                 mut watch,
             } = match join_and_sync(self).await {
                 Ok(joined) => joined,
@@ -137,38 +151,62 @@ impl Member {
                 // makes it elect a leader among the live members.
                 warn!(group = %self.settings.group_id, generation = identity.generation, "the coordinator kept the generation across a rebalance; leaving and rejoining as a new member");
                 self.leave_group().await;
+                if !self.forget_owned() {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             self.backoff.reset();
-            info!(group = %self.settings.group_id, generation = identity.generation, member = %identity.member_id, ?partitions, "joined the group");
+            info!(group = %self.settings.group_id, generation = identity.generation, member = %identity.member_id, ?partitions, cooperative, "joined the group");
             if !self.warn_missing_topics(watch.as_ref()) {
                 return;
             }
             let generation = identity.generation;
+            let kept: BTreeSet<&TopicPartition> = partitions.iter().collect();
+            let revoking = self.owned.iter().any(|tp| !kept.contains(tp));
             self.shared.set_identity(Some(identity.clone()));
+            self.owned.clone_from(&partitions);
+            self.owned_generation = generation;
+            let (done, wait) = oneshot::channel();
             if !self.tell(GroupEvent::Assigned {
                 identity,
                 partitions,
-                done: None,
+                done: revoking.then_some(done),
             }) {
                 return;
             }
+            if revoking {
+                // Cooperative: the partitions missing from the assignment are revoked
+                // now; rejoin once they are, so that their new owner gets them.
+                info!(group = %self.settings.group_id, "cooperative rebalance: revoking the partitions that move, then rejoining");
+                if !self.await_consumer(wait).await {
+                    return;
+                }
+                before_rebalance = Some(generation);
+                continue;
+            }
             match self.heartbeat_until_change(watch.as_mut()).await {
+                After::Rebalance if cooperative => {
+                    info!(group = %self.settings.group_id, "cooperative rebalance: rejoining, still consuming every owned partition");
+                    before_rebalance = Some(generation);
+                }
                 After::Rebalance => {
                     info!(group = %self.settings.group_id, "rebalance: committing and revoking before rejoining");
-                    if !self.hand_over_revoke().await {
+                    let (done, wait) = oneshot::channel();
+                    if !self.tell(GroupEvent::Revoke { done }) || !self.await_consumer(wait).await {
                         return;
                     }
+                    self.shared.set_identity(None);
+                    self.owned.clear();
                     before_rebalance = Some(generation);
                 }
                 After::Fenced { forget_member_id } => {
                     warn!(group = %self.settings.group_id, "fenced or session expired: partitions lost");
-                    self.shared.set_identity(None);
                     if forget_member_id {
                         self.member_id.clear();
                     }
-                    if !self.tell(GroupEvent::Lost) {
+                    if !self.forget_owned() {
                         return;
                     }
                 }
@@ -180,6 +218,16 @@ impl Member {
                 After::End => return,
             }
         }
+    }
+
+    /// The member no longer owns its partitions (fenced, expired, or it left): no
+    /// commit may go out for them, and the consumer thread reports them lost. `false`
+    /// when the source is gone.
+    fn forget_owned(&mut self) -> bool {
+        self.shared.set_identity(None);
+        self.owned.clear();
+        self.owned_generation = -1;
+        self.tell(GroupEvent::Lost)
     }
 
     /// Says once per rebalance which subscribed topics do not exist (the leader's
@@ -199,15 +247,11 @@ impl Member {
         )))
     }
 
-    /// Asks the consumer thread to commit and give its partitions up, and heartbeats
-    /// until it has (within the rebalance timeout): the coordinator waits that long for
-    /// the rejoin, and a member that went quiet meanwhile would be expelled for its
-    /// session instead. `false` when the task must end.
-    async fn hand_over_revoke(&mut self) -> bool {
-        let (done, wait) = oneshot::channel();
-        if !self.tell(GroupEvent::Revoke { done }) {
-            return false;
-        }
+    /// Waits until the consumer thread has committed and given up what it was asked
+    /// to, heartbeating meanwhile (within the rebalance timeout): the coordinator waits
+    /// that long for the rejoin, and a member that went quiet meanwhile would be
+    /// expelled for its session instead. `false` when the task must end.
+    async fn await_consumer(&mut self, wait: oneshot::Receiver<()>) -> bool {
         let deadline = tokio::time::sleep(self.settings.rebalance_timeout);
         tokio::pin!(deadline, wait);
         loop {
@@ -236,7 +280,6 @@ impl Member {
                 }
             }
         }
-        self.shared.set_identity(None);
         true
     }
 
@@ -259,9 +302,8 @@ impl Member {
             "the consumer thread has not polled for {stuck:?}, longer than max.poll.interval.ms ({:?}): leaving the group; its partitions are lost, and it rejoins when polling resumes",
             self.settings.rebalance_timeout
         );
-        self.shared.set_identity(None);
         self.leave_group().await;
-        if !self.tell(GroupEvent::Lost) {
+        if !self.forget_owned() {
             return false;
         }
         while self.poll_expired() {

@@ -16,6 +16,8 @@ mod sync_answer;
 mod transport;
 
 #[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
 mod sasl_tests;
 #[cfg(all(test, feature = "tls"))]
 mod tls_tests;

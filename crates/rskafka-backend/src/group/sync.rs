@@ -14,14 +14,15 @@ use kafka_protocol::ResponseError;
 use ktm_core::TopicPartition;
 use tracing::debug;
 
-use super::assignor::{assign, Assignor, MemberSubscription};
+use super::assignor::{assign, Assignor};
 use super::conn::Conn;
 use super::coordinator::{check, GroupError};
 use super::member::Member;
 use super::metadata_watch::{partition_counts, MetadataWatch};
 use super::offsets::CommitIdentity;
 use super::protocol::{
-    decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+    decode_assignment, decode_member_metadata, encode_assignment, encode_member_metadata,
+    MemberMetadata,
 };
 
 /// JoinGroup carries `group.instance.id` from v5, SyncGroup from v3 (Kafka 2.3).
@@ -32,8 +33,11 @@ const STATIC_SYNC_VERSION: i16 = 3;
 pub(super) struct Joined {
     /// The member's generation and id, for commits.
     pub(super) identity: CommitIdentity,
-    /// The partitions this member was given.
+    /// The partitions this member was given: its whole assignment.
     pub(super) partitions: Vec<TopicPartition>,
+    /// Whether the group runs the cooperative protocol (KIP-429): the member keeps
+    /// what it still owns across rebalances.
+    pub(super) cooperative: bool,
     /// The leader's watch on the metadata it assigned from; `None` for followers.
     pub(super) watch: Option<MetadataWatch>,
 }
@@ -47,12 +51,26 @@ pub(super) async fn join_and_sync(m: &mut Member) -> Result<Joined, GroupError> 
 }
 
 async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
-    let subscription = encode_subscription(&m.settings.topics).map_err(GroupError::Invalid)?;
+    let owned: Vec<(String, i32)> = m
+        .owned
+        .iter()
+        .map(|tp| (tp.topic().to_owned(), tp.partition()))
+        .collect();
+    let subscription = encode_member_metadata(&m.settings.topics, &owned, m.owned_generation)
+        .map_err(GroupError::Invalid)?;
     let preferred = m.settings.assignor;
-    let protocols = [preferred, Assignor::Range, Assignor::RoundRobin]
-        .into_iter()
+    // A cooperative member offers only its own protocol: a group whose members agree
+    // on an eager one would revoke everything, which the cooperative member does not
+    // do (librdkafka refuses to mix the two kinds in one member likewise).
+    let offered: &[Assignor] = if preferred.is_cooperative() {
+        &[Assignor::CooperativeSticky]
+    } else {
+        &[preferred, Assignor::Range, Assignor::RoundRobin]
+    };
+    let protocols = offered
+        .iter()
         .enumerate()
-        .filter(|(i, a)| *i == 0 || *a != preferred)
+        .filter(|(i, a)| *i == 0 || **a != preferred)
         .map(|(_, a)| protocol(a.protocol_name(), subscription.clone()))
         .collect::<Vec<_>>();
     conn.set_request_timeout(m.settings.rebalance_timeout + m.settings.connect_timeout);
@@ -88,9 +106,14 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
     };
     m.member_id = joined.member_id.to_string();
     let generation = joined.generation_id;
+    let chosen = joined
+        .protocol_name
+        .as_deref()
+        .and_then(Assignor::from_protocol_name)
+        .unwrap_or(preferred);
     debug!(generation, leader = %joined.leader.as_str(), member = %m.member_id, members = joined.members.len(), "JoinGroup answered");
     let (assignments, watch) = if joined.leader == joined.member_id {
-        let (assignments, watch) = leader_assignments(m, &joined).await?;
+        let (assignments, watch) = leader_assignments(m, &joined, chosen).await?;
         (assignments, Some(watch))
     } else {
         (Vec::new(), None)
@@ -118,6 +141,7 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
     Ok(Joined {
         identity,
         partitions,
+        cooperative: chosen.is_cooperative(),
         watch,
     })
 }
@@ -127,18 +151,19 @@ async fn round(m: &mut Member, conn: &mut Conn) -> Result<Joined, GroupError> {
 async fn leader_assignments(
     m: &Member,
     joined: &JoinGroupResponse,
+    assignor: Assignor,
 ) -> Result<(Vec<SyncGroupRequestAssignment>, MetadataWatch), GroupError> {
-    let assignor = joined
-        .protocol_name
-        .as_deref()
-        .and_then(Assignor::from_protocol_name)
-        .unwrap_or(m.settings.assignor);
-    let mut members: Vec<MemberSubscription> = Vec::with_capacity(joined.members.len());
+    let mut members: Vec<(String, MemberMetadata)> = Vec::with_capacity(joined.members.len());
     for member in &joined.members {
-        let topics = decode_subscription(member.metadata.clone()).map_err(GroupError::Invalid)?;
-        members.push((member.member_id.to_string(), topics));
+        let metadata =
+            decode_member_metadata(member.metadata.clone()).map_err(GroupError::Invalid)?;
+        members.push((member.member_id.to_string(), metadata));
     }
-    let wanted: BTreeSet<String> = members.iter().flat_map(|(_, t)| t).cloned().collect();
+    let wanted: BTreeSet<String> = members
+        .iter()
+        .flat_map(|(_, m)| &m.topics)
+        .cloned()
+        .collect();
     let counts = partition_counts(&m.client, &wanted).await?;
     let plan = assign(assignor, &members, &counts);
     debug!(?assignor, ?plan, "leader assignment");

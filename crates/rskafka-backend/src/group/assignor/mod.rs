@@ -1,7 +1,13 @@
 //! The client-side partition assignors the group leader runs: Kafka's `range` and
-//! `roundrobin`.
+//! `roundrobin` (eager), and KIP-429's `cooperative-sticky`.
+
+mod eager;
+mod sticky;
 
 use std::collections::BTreeMap;
+
+use super::protocol::MemberMetadata;
+pub(crate) use sticky::cooperative_sticky;
 
 /// How the group leader shares partitions among members.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -14,6 +20,12 @@ pub enum Assignor {
     /// Kafka's `roundrobin`: every subscribed partition, in topic-partition order, dealt
     /// to the members in turn (skipping members not subscribed to its topic).
     RoundRobin,
+    /// Kafka's `cooperative-sticky` (KIP-429), as Java's `CooperativeStickyAssignor` and
+    /// librdkafka's: balanced (with identical subscriptions, member partition counts
+    /// differ by at most one), partitions stay with their owner whenever balance allows,
+    /// and a partition changing owner is first revoked by its owner, then assigned to
+    /// the new one in the next rebalance.
+    CooperativeSticky,
 }
 
 impl Assignor {
@@ -22,7 +34,15 @@ impl Assignor {
         match self {
             Assignor::Range => "range",
             Assignor::RoundRobin => "roundrobin",
+            Assignor::CooperativeSticky => "cooperative-sticky",
         }
+    }
+
+    /// Whether the assignor follows the cooperative rebalance protocol (KIP-429):
+    /// members keep their partitions during a rebalance and revoke only those the new
+    /// assignment takes away. True only for [`Assignor::CooperativeSticky`].
+    pub fn is_cooperative(self) -> bool {
+        matches!(self, Assignor::CooperativeSticky)
     }
 
     /// The assignor named `name`, if it is one of ours.
@@ -30,6 +50,7 @@ impl Assignor {
         match name {
             "range" => Some(Assignor::Range),
             "roundrobin" => Some(Assignor::RoundRobin),
+            "cooperative-sticky" => Some(Assignor::CooperativeSticky),
             _ => None,
         }
     }
@@ -42,99 +63,46 @@ pub(crate) type MemberSubscription = (String, Vec<String>);
 pub(crate) type GroupAssignment = BTreeMap<String, BTreeMap<String, Vec<i32>>>;
 
 /// Shares the partitions of `partition_counts` (topic -> number of partitions) among
-/// `members`. Every member gets an entry, possibly empty; topics nobody subscribes to,
-/// or that are missing from `partition_counts`, are not assigned.
+/// `members` (id and JoinGroup metadata). Every member gets an entry, possibly empty;
+/// topics nobody subscribes to, or that are missing from `partition_counts`, are not
+/// assigned. The eager assignors read only the members' topics; the cooperative one
+/// also what they own.
 pub(crate) fn assign(
     assignor: Assignor,
-    members: &[MemberSubscription],
+    members: &[(String, MemberMetadata)],
     partition_counts: &BTreeMap<String, i32>,
 ) -> GroupAssignment {
+    if assignor == Assignor::CooperativeSticky {
+        return cooperative_sticky(members, partition_counts);
+    }
+    let subscriptions: Vec<MemberSubscription> = members
+        .iter()
+        .map(|(id, m)| (id.clone(), m.topics.clone()))
+        .collect();
     let mut out: GroupAssignment = members
         .iter()
         .map(|(id, _)| (id.clone(), BTreeMap::new()))
         .collect();
     match assignor {
-        Assignor::Range => range(members, partition_counts, &mut out),
-        Assignor::RoundRobin => round_robin(members, partition_counts, &mut out),
+        Assignor::RoundRobin => eager::round_robin(&subscriptions, partition_counts, &mut out),
+        _ => eager::range(&subscriptions, partition_counts, &mut out),
     }
     out
-}
-
-fn subscribers<'a>(members: &'a [MemberSubscription], topic: &str) -> Vec<&'a str> {
-    let mut ids: Vec<&str> = members
-        .iter()
-        .filter(|(_, topics)| topics.iter().any(|t| t == topic))
-        .map(|(id, _)| id.as_str())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-fn range(
-    members: &[MemberSubscription],
-    partition_counts: &BTreeMap<String, i32>,
-    out: &mut GroupAssignment,
-) {
-    for (topic, &count) in partition_counts {
-        let ids = subscribers(members, topic);
-        if ids.is_empty() || count <= 0 {
-            continue;
-        }
-        let n = i32::try_from(ids.len()).unwrap_or(i32::MAX);
-        let (per_member, extra) = (count / n, count % n);
-        let mut next = 0;
-        for (i, id) in (0..).zip(ids) {
-            let take = per_member + i32::from(i < extra);
-            let partitions: Vec<i32> = (next..next + take).collect();
-            next += take;
-            if !partitions.is_empty() {
-                if let Some(m) = out.get_mut(id) {
-                    m.insert(topic.clone(), partitions);
-                }
-            }
-        }
-    }
-}
-
-fn round_robin(
-    members: &[MemberSubscription],
-    partition_counts: &BTreeMap<String, i32>,
-    out: &mut GroupAssignment,
-) {
-    let mut ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() {
-        return;
-    }
-    let mut turn = 0_usize;
-    for (topic, &count) in partition_counts {
-        let subs = subscribers(members, topic);
-        if subs.is_empty() {
-            continue;
-        }
-        for partition in 0..count {
-            // The next member in turn that subscribes to this topic.
-            while !subs.contains(&ids[turn % ids.len()]) {
-                turn += 1;
-            }
-            let id = ids[turn % ids.len()];
-            turn += 1;
-            if let Some(m) = out.get_mut(id) {
-                m.entry(topic.clone()).or_default().push(partition);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn members(spec: &[(&str, &[&str])]) -> Vec<MemberSubscription> {
+    fn members(spec: &[(&str, &[&str])]) -> Vec<(String, MemberMetadata)> {
         spec.iter()
-            .map(|(id, t)| (id.to_string(), t.iter().map(|s| s.to_string()).collect()))
+            .map(|(id, t)| {
+                let metadata = MemberMetadata {
+                    topics: t.iter().map(|s| s.to_string()).collect(),
+                    ..MemberMetadata::default()
+                };
+                (id.to_string(), metadata)
+            })
             .collect()
     }
 
@@ -190,10 +158,11 @@ mod tests {
     fn every_partition_assigned_exactly_once() {
         for n_members in 1..6 {
             let ids: Vec<String> = (0..n_members).map(|i| format!("m{i}")).collect();
-            let m: Vec<MemberSubscription> = ids
+            let spec: Vec<(&str, &[&str])> = ids
                 .iter()
-                .map(|id| (id.clone(), vec!["t".into(), "u".into()]))
+                .map(|id| (id.as_str(), &["t", "u"][..]))
                 .collect();
+            let m = members(&spec);
             let c = counts(&[("t", 7), ("u", 2)]);
             for assignor in [Assignor::Range, Assignor::RoundRobin] {
                 let a = assign(assignor, &m, &c);
