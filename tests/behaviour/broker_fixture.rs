@@ -55,10 +55,16 @@ pub fn read_all(broker: &KafkaBroker, topic: &str, partition: i32) -> Vec<ReadRe
 /// Declares the fixture of a real-broker backend, `$fixture`, over `$source` (built by
 /// `$source::builder()` with the settings every backend shares) and its dead-letter
 /// producer `$producer` (built the same way), plus `fixture()`. `$extra` lists
-/// backend-specific bad configurations: `(fragment, |base| builder)`.
+/// backend-specific bad configurations: `(fragment, |base| builder)`. The broker is
+/// [`KafkaBroker::any`] unless a constructor (`fn(&str) -> Option<KafkaBroker>`, such
+/// as `KafkaBroker::mock_cluster`) follows as `broker = ..`.
 #[macro_export]
 macro_rules! broker_backend_fixture {
     ($fixture:ident, $name:literal, $source:ty, $producer:ty, [$(($fragment:literal, $bad:expr)),* $(,)?]) => {
+        $crate::broker_backend_fixture!($fixture, $name, $source, $producer,
+            [$(($fragment, $bad)),*], broker = $crate::support::KafkaBroker::any);
+    };
+    ($fixture:ident, $name:literal, $source:ty, $producer:ty, [$(($fragment:literal, $bad:expr)),* $(,)?], broker = $broker:expr) => {
         struct $fixture($crate::support::KafkaBroker);
 
         impl $crate::behaviour::Fixture for $fixture {
@@ -122,7 +128,7 @@ macro_rules! broker_backend_fixture {
                 .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
                 .with_test_writer()
                 .try_init();
-            $crate::support::KafkaBroker::any(concat!("behaviour_", $name)).map($fixture)
+            ($broker)(concat!("behaviour_", $name)).map($fixture)
         }
     };
 }

@@ -4,6 +4,13 @@
 //! builds and names a local Tansu image, since no registry is reachable here).
 //! Topics are created and records produced with rskafka's own client, so the broker
 //! set-up does not depend on the backend under test.
+//!
+//! With the `rdkafka` feature, [`KafkaBroker::mock_cluster`] gives a broker backed by
+//! librdkafka's in-process mock cluster instead: a second, independent implementation
+//! of the protocol, which needs neither docker nor an external broker. It has no
+//! CreateTopics handler (librdkafka 2.12.1 `src/rdkafka_mock_handlers.c`, the
+//! `rd_kafka_mock_api_handlers` table), so its topics are created through the mock's
+//! own API; records still go through rskafka's client.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -26,7 +33,17 @@ pub struct KafkaBroker {
     container: Option<ContainerAsync<GenericImage>>,
     client: Client,
     rt: Runtime,
+    /// Declared last: the cluster outlives the client connected to it.
+    #[cfg(feature = "rdkafka")]
+    mock: Option<MockCluster>,
 }
+
+/// librdkafka's mock cluster, owned by the [`KafkaBroker`] it backs.
+#[cfg(feature = "rdkafka")]
+pub type MockCluster = kafka_thread_manager::rdkafka::rdkafka::mocking::MockCluster<
+    'static,
+    kafka_thread_manager::rdkafka::rdkafka::producer::DefaultProducerContext,
+>;
 
 impl KafkaBroker {
     /// The external broker if one is named, else a container; `None` (with the reason
@@ -36,6 +53,50 @@ impl KafkaBroker {
             Ok(servers) if !servers.is_empty() => Some(Self::connect(servers, None, runtime())),
             _ => Self::container(test),
         }
+    }
+
+    /// Only the external broker named by `KAFKA_BOOTSTRAP_SERVERS` (Tansu in CI); `None`,
+    /// with the reason printed, without it. For tests that run on the mock cluster anyway
+    /// and add a real broker when there is one.
+    pub fn external(test: &str) -> Option<Self> {
+        match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            Ok(servers) if !servers.is_empty() => Some(Self::connect(servers, None, runtime())),
+            _ => {
+                eprintln!(
+                    "SKIP {test} on a real broker: KAFKA_BOOTSTRAP_SERVERS is not set (run scripts/tansu.sh start)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A one-broker librdkafka mock cluster of its own, kept alive as long as this.
+    #[cfg(feature = "rdkafka")]
+    pub fn mock_cluster(test: &str) -> Option<Self> {
+        let mock = match MockCluster::new(1) {
+            Ok(mock) => mock,
+            Err(e) => {
+                eprintln!("SKIP {test}: librdkafka's mock cluster did not start: {e}");
+                return None;
+            }
+        };
+        let mut broker = Self::connect(mock.bootstrap_servers(), None, runtime());
+        broker.mock = Some(mock);
+        Some(broker)
+    }
+
+    /// The mock cluster behind this broker, if it is one (to inject errors).
+    #[cfg(feature = "rdkafka")]
+    pub fn mock(&self) -> Option<&MockCluster> {
+        self.mock.as_ref()
+    }
+
+    /// Whether this is librdkafka's mock cluster rather than a real broker.
+    pub fn is_mock(&self) -> bool {
+        #[cfg(feature = "rdkafka")]
+        return self.mock.is_some();
+        #[cfg(not(feature = "rdkafka"))]
+        false
     }
 
     /// Always a container of its own (for tests that pause, cut or restart the broker).
@@ -74,10 +135,18 @@ impl KafkaBroker {
             container,
             client,
             rt,
+            #[cfg(feature = "rdkafka")]
+            mock: None,
         }
     }
 
     pub fn create_topic(&self, topic: &str, partitions: i32) {
+        #[cfg(feature = "rdkafka")]
+        if let Some(mock) = &self.mock {
+            mock.create_topic(topic, partitions, 1)
+                .expect("create topic on the mock cluster");
+            return;
+        }
         self.rt.block_on(async {
             let controller = self.client.controller_client().expect("controller client");
             controller

@@ -14,6 +14,8 @@ use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 
+pub mod mock;
+
 /// Session timeout for test groups (Tansu may take half of it to form a group).
 pub const SESSION: Duration = Duration::from_millis(6000);
 
