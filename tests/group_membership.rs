@@ -775,8 +775,11 @@ fn rskafka_and_rdkafka_members_share_one_cooperative_group() {
 
 // ---- static membership -------------------------------------------------------------
 
-/// Two static members; one is stopped and restarted (same `group.instance.id`) within
-/// the session timeout: its peer sees no revoke, and it gets its partitions back.
+/// Two static members; the follower is stopped and restarted (same
+/// `group.instance.id`) within the session timeout: its peer sees no revoke, and it gets
+/// its partitions back. (A restarted static *leader* needs JoinGroup v9's
+/// skip-assignment, KIP-814, which this client does not send: on Kafka before it, and
+/// here, the leader's return makes the group rebalance.)
 #[test]
 fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
     let test = "a_restarted_static_member_gets_its_partitions_back_without_a_rebalance";
@@ -804,10 +807,14 @@ fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
                 events,
             )
         };
-        let (a, _) = member(&id_a, &seen_a);
+        // B first, alone, so that it leads the group; A, the follower, restarts.
         let (b, events_b) = member(&id_b, &seen_b);
-        a.start().unwrap();
         b.start().unwrap();
+        wait_until(env.patience, "the leader's assignment", || {
+            owned(&b).len() == 2
+        });
+        let (a, _) = member(&id_a, &seen_a);
+        a.start().unwrap();
         wait_until(env.patience, "one partition each", || {
             owned(&a).len() == 1 && owned(&b).len() == 1
         });

@@ -35,7 +35,7 @@ pub struct KafkaBroker {
     rt: Runtime,
     /// Declared last: the cluster outlives the client connected to it.
     #[cfg(feature = "rdkafka")]
-    mock: Option<MockCluster>,
+    mock: Option<MockThread>,
 }
 
 /// librdkafka's mock cluster, owned by the [`KafkaBroker`] it backs.
@@ -44,6 +44,73 @@ pub type MockCluster = kafka_thread_manager::rdkafka::rdkafka::mocking::MockClus
     'static,
     kafka_thread_manager::rdkafka::rdkafka::producer::DefaultProducerContext,
 >;
+
+/// Work for the mock cluster, done on its thread.
+#[cfg(feature = "rdkafka")]
+type MockWork = Box<dyn FnOnce(&MockCluster) + Send>;
+
+/// The mock cluster on a thread of its own: it is neither `Send` nor `Sync`, and a
+/// [`KafkaBroker`] is shared across threads. It shuts down when this is dropped.
+#[cfg(feature = "rdkafka")]
+struct MockThread {
+    work: Option<std::sync::mpsc::Sender<MockWork>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "rdkafka")]
+impl MockThread {
+    /// Starts a one-broker cluster; its bootstrap address.
+    fn start() -> Result<(Self, String), String> {
+        let (work, todo) = std::sync::mpsc::channel::<MockWork>();
+        let (started, bootstrap) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mock = match MockCluster::new(1) {
+                Ok(mock) => mock,
+                Err(e) => {
+                    let _ = started.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = started.send(Ok(mock.bootstrap_servers()));
+            for job in todo {
+                job(&mock);
+            }
+        });
+        let bootstrap = bootstrap
+            .recv()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)?;
+        let holder = Self {
+            work: Some(work),
+            thread: Some(thread),
+        };
+        Ok((holder, bootstrap))
+    }
+
+    /// Runs `f` on the cluster's thread and returns its result.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce(&MockCluster) -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: MockWork = Box::new(move |mock| {
+            let _ = tx.send(f(mock));
+        });
+        self.work
+            .as_ref()
+            .expect("the mock cluster thread runs")
+            .send(job)
+            .expect("the mock cluster thread runs");
+        rx.recv().expect("the mock cluster thread answers")
+    }
+}
+
+#[cfg(feature = "rdkafka")]
+impl Drop for MockThread {
+    fn drop(&mut self) {
+        drop(self.work.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 impl KafkaBroker {
     /// The external broker if one is named, else a container; `None` (with the reason
@@ -73,22 +140,16 @@ impl KafkaBroker {
     /// A one-broker librdkafka mock cluster of its own, kept alive as long as this.
     #[cfg(feature = "rdkafka")]
     pub fn mock_cluster(test: &str) -> Option<Self> {
-        let mock = match MockCluster::new(1) {
-            Ok(mock) => mock,
+        let (mock, bootstrap) = match MockThread::start() {
+            Ok(started) => started,
             Err(e) => {
                 eprintln!("SKIP {test}: librdkafka's mock cluster did not start: {e}");
                 return None;
             }
         };
-        let mut broker = Self::connect(mock.bootstrap_servers(), None, runtime());
+        let mut broker = Self::connect(bootstrap, None, runtime());
         broker.mock = Some(mock);
         Some(broker)
-    }
-
-    /// The mock cluster behind this broker, if it is one (to inject errors).
-    #[cfg(feature = "rdkafka")]
-    pub fn mock(&self) -> Option<&MockCluster> {
-        self.mock.as_ref()
     }
 
     /// Whether this is librdkafka's mock cluster rather than a real broker.
@@ -143,7 +204,8 @@ impl KafkaBroker {
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         #[cfg(feature = "rdkafka")]
         if let Some(mock) = &self.mock {
-            mock.create_topic(topic, partitions, 1)
+            let topic = topic.to_owned();
+            mock.run(move |m| m.create_topic(&topic, partitions, 1))
                 .expect("create topic on the mock cluster");
             return;
         }
