@@ -95,6 +95,12 @@ fn envs(test: &str) -> Vec<Env> {
     envs
 }
 
+/// Whether the external broker is the Tansu that `scripts/test.sh` started (it says so
+/// in `KTM_BROKER`), for the few checks its known group defects make impossible.
+fn is_tansu(env: &Env) -> bool {
+    !env.broker.is_mock() && std::env::var("KTM_BROKER").is_ok_and(|b| b == "tansu")
+}
+
 fn unique() -> String {
     use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
@@ -577,6 +583,17 @@ fn cooperative_rebalances_revoke_only_the_partitions_that_move() {
     let test = "cooperative_rebalances_revoke_only_the_partitions_that_move";
     let assignor = cooperative_sticky();
     for env in envs(test) {
+        if is_tansu(&env) {
+            // Tansu 0.6 answers the leader's rejoin without waiting for the other
+            // members to rejoin (seen at RUST_LOG=ktm_rskafka=debug: the leader's
+            // JoinGroup answered within 3 ms, listing members that had not rejoined),
+            // with their metadata from their previous join: the leader assigns from
+            // stale ownership, so no cooperative-sticky leader (ours, Java's or
+            // librdkafka's) can keep partitions where they are. The mock cluster run
+            // covers it.
+            eprintln!("SKIP {test} on Tansu: its JoinGroup answers with the members' stale metadata (see the comment); the mock cluster run covers it");
+            continue;
+        }
         eprintln!("{test} on the {}", env.name);
         let topic = env.topic(8);
         let group = format!("g-{}", unique());
