@@ -9,6 +9,8 @@
 #![cfg(all(feature = "rskafka", feature = "rdkafka"))]
 #![allow(clippy::unwrap_used)]
 
+#[allow(unused_imports)]
+mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::Captured;
 use kafka_thread_manager::rdkafka::RdkafkaSource;
 use kafka_thread_manager::rskafka::{Assignor, RskafkaSource};
 use kafka_thread_manager::{
@@ -280,32 +283,6 @@ fn log() -> &'static Captured {
             .try_init();
         captured
     })
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if std::env::var_os("KTM_TEST_LOG").is_some_and(|v| v == "stderr") {
-            std::io::stderr().write_all(buf)?;
-        }
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Produces `per_round` records to each partition every 50 ms from a thread of its own
@@ -808,6 +785,15 @@ fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
             eprintln!(
                 "SKIP {test} on the mock cluster: it does not implement static membership (a rejoining group.instance.id is a new member); the external broker run covers it"
             );
+            continue;
+        }
+        if is_tansu(&env) {
+            // Tansu 0.6 holds a static member's SyncGroup for 3 s, rebalances the
+            // group again meanwhile and then answers the leader's heartbeat
+            // UNKNOWN_MEMBER_ID; the rejoin under the same group.instance.id gets a new
+            // member id while the old one stays recorded as leader, so the group never
+            // forms again (seen at RUST_LOG=ktm_rskafka=debug, before any restart).
+            eprintln!("SKIP {test} on Tansu: its static membership fences the members right after the first sync (see the comment); no broker here covers it, a real Kafka named by KAFKA_BOOTSTRAP_SERVERS does");
             continue;
         }
         eprintln!("{test} on the {}", env.name);

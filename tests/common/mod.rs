@@ -143,10 +143,23 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
     }
+
+    /// The lines written so far that contain every one of `needles`.
+    pub fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // `KTM_TEST_LOG=stderr` also shows the log as it comes, to debug a test.
+        if std::env::var_os("KTM_TEST_LOG").is_some_and(|v| v == "stderr") {
+            std::io::stderr().write_all(buf)?;
+        }
         self.0.lock().expect("lock").extend_from_slice(buf);
         Ok(buf.len())
     }

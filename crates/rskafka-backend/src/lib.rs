@@ -86,7 +86,11 @@
 //!   ListOffsets(latest), so it is not trusted as an upper bound).
 //! - For Tansu 0.6, whose coordinator keeps the generation, the assignment and a dead
 //!   leader when a member's session expires, a member whose rejoin after a rebalance
-//!   returns the same generation leaves and joins afresh (never the case on Kafka).
+//!   returns the generation it held (or whose sync was refused) leaves and joins
+//!   afresh (never the case on Kafka).
+//! - A restarted static member that led the group makes the group rebalance: letting
+//!   it skip the assignment needs JoinGroup v9 (KIP-814); group requests go out at
+//!   most at the versions librdkafka 2.12 sends (JoinGroup v5, SyncGroup v3).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
