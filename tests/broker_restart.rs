@@ -38,11 +38,15 @@ const PARTITIONS: i32 = 2;
 const BEFORE: i64 = 40;
 /// Per partition, produced after the restart.
 const AFTER: i64 = 15;
-/// The first manager is stopped once it has handled this many messages (of
-/// `PARTITIONS * BEFORE`): usually mid-stream, though the test does not depend on it.
-const STOP_AFTER: usize = 30;
-/// Callback work per message, so that the first manager is stopped mid-stream.
+/// The first manager is stopped (or the broker killed under a running one) once it has
+/// handled this many messages of every partition: usually mid-stream (the backends
+/// tend to hand over one partition's records before the other's), though the test
+/// depends only on something having been committed on every partition.
+const HANDLED_FIRST: usize = 5;
+/// Callback work per message, so that the stream is still flowing at that point.
 const WORK: Duration = Duration::from_millis(25);
+/// How long the broker stays down under a running manager.
+const DOWN: Duration = Duration::from_secs(3);
 
 // ---- a Tansu broker of the test's own --------------------------------------------
 
@@ -312,6 +316,12 @@ fn offsets_by_partition(handled: &[(i32, i64, String)]) -> BTreeMap<i32, Vec<i64
     out
 }
 
+fn every_partition_has_some(handled: &[(i32, i64, String)]) -> bool {
+    offsets_by_partition(handled)
+        .values()
+        .all(|offsets| offsets.len() >= HANDLED_FIRST)
+}
+
 fn check_payloads(topic: &str, handled: &[(i32, i64, String)], who: &str) {
     for (p, offset, value) in handled {
         assert_eq!(
@@ -338,15 +348,18 @@ fn resumes_at_committed_offsets_after_restart(test: &str, build: SourceFactory) 
         produce(&broker, &topic, 0, BEFORE);
 
         let (first, handled) = manager(build(&tansu.bootstrap(), &topic, &group));
-        wait_for(&first, &handled, "first manager", |h| h.len() >= STOP_AFTER);
+        wait_for(&first, &handled, "first manager", every_partition_has_some);
         let report = stop(&first);
         let handled = handled.lock().unwrap().clone();
         check_payloads(&topic, &handled, "first manager");
         let by_partition = offsets_by_partition(&handled);
         let mut committed = BTreeMap::new();
         for p in 0..PARTITIONS {
-            // Nothing handled there: nothing committed, and the next member starts at 0.
             let c = report.committed.get(&tp(p)).unwrap_or(0);
+            assert!(
+                c > 0,
+                "first manager: nothing committed on partition {p}; {report:?}"
+            );
             let expected: Vec<i64> = (0..c).collect();
             assert_eq!(
                 by_partition[&p], expected,
@@ -427,6 +440,92 @@ fn resumes_at_committed_offsets_after_restart(test: &str, build: SourceFactory) 
     assert_eq!(i64::try_from(distinct.len()).unwrap(), total);
 }
 
+/// The broker is killed under a running manager, stays down for [`DOWN`] and comes
+/// back on the same storage; the manager goes on. Every record is handled (no gaps),
+/// payloads match their offsets, a record is handled again only if it was not yet
+/// committed when the broker went down, and the final commit covers everything.
+fn keeps_consuming_across_restart(test: &str, build: SourceFactory) {
+    init_tracing();
+    let Some(mut tansu) = Tansu::start(test) else {
+        return;
+    };
+    let topic = unique(&format!("live-restart-{test}"));
+    let group = unique(&format!("live-restart-{test}-group"));
+    let tp = |p: i32| TopicPartition::new(topic.as_str(), p);
+    {
+        let broker = KafkaBroker::at(tansu.bootstrap());
+        broker.create_topic(&topic, PARTITIONS);
+        produce(&broker, &topic, 0, BEFORE);
+    }
+
+    let (manager, handled) = manager(build(&tansu.bootstrap(), &topic, &group));
+    wait_for(
+        &manager,
+        &handled,
+        "before the restart",
+        every_partition_has_some,
+    );
+    // Commits only grow: whatever is below these was committed before the broker died.
+    let stats = manager.stats();
+    let committed: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|p| (p, stats.committed.get(&tp(p)).unwrap_or(0)))
+        .collect();
+    tansu.kill();
+    std::thread::sleep(DOWN);
+    tansu.spawn();
+    assert_eq!(manager.state(), State::Running, "{:?}", manager.stats());
+    produce(
+        &KafkaBroker::at(tansu.bootstrap()),
+        &topic,
+        BEFORE,
+        BEFORE + AFTER,
+    );
+
+    let last = BEFORE + AFTER - 1;
+    wait_for(&manager, &handled, "after the restart", |h| {
+        (0..PARTITIONS).all(|p| h.iter().any(|(q, offset, _)| *q == p && *offset == last))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let report = stop(&manager);
+    let handled = handled.lock().unwrap().clone();
+    check_payloads(&topic, &handled, test);
+    let by_partition = offsets_by_partition(&handled);
+    let mut repeats = 0;
+    for p in 0..PARTITIONS {
+        let got = &by_partition[&p];
+        let distinct: BTreeSet<i64> = got.iter().copied().collect();
+        assert_eq!(
+            distinct,
+            (0..=last).collect::<BTreeSet<_>>(),
+            "partition {p}: not every record handled (or one beyond them); handled {got:?}"
+        );
+        let mut seen = BTreeSet::new();
+        for offset in got {
+            if !seen.insert(*offset) {
+                repeats += 1;
+                assert!(
+                    *offset >= committed[&p],
+                    "partition {p}: offset {offset} handled again although {} was committed \
+                     before the restart; handled {got:?}",
+                    committed[&p]
+                );
+            }
+        }
+        assert_eq!(
+            report.committed.get(&tp(p)),
+            Some(BEFORE + AFTER),
+            "partition {p} final commit; {report:?}"
+        );
+    }
+    eprintln!(
+        "{test}: committed {committed:?} when the broker was killed; {} handled, {repeats} \
+         again; {} poll errors, {} commit errors",
+        handled.len(),
+        report.poll_errors,
+        report.commit_errors
+    );
+}
+
 #[test]
 fn rskafka_resumes_at_committed_offsets_after_broker_restart() {
     resumes_at_committed_offsets_after_restart("rskafka", rskafka_source);
@@ -435,4 +534,14 @@ fn rskafka_resumes_at_committed_offsets_after_broker_restart() {
 #[test]
 fn rdkafka_resumes_at_committed_offsets_after_broker_restart() {
     resumes_at_committed_offsets_after_restart("rdkafka", rdkafka_source);
+}
+
+#[test]
+fn rskafka_keeps_consuming_across_broker_restart() {
+    keeps_consuming_across_restart("rskafka-live", rskafka_source);
+}
+
+#[test]
+fn rdkafka_keeps_consuming_across_broker_restart() {
+    keeps_consuming_across_restart("rdkafka-live", rdkafka_source);
 }
