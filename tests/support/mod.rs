@@ -137,6 +137,11 @@ impl KafkaBroker {
         }
     }
 
+    /// The broker at `bootstrap`: one the test started itself (a Tansu child process).
+    pub fn at(bootstrap: String) -> Self {
+        Self::connect(bootstrap, None, runtime())
+    }
+
     /// A one-broker librdkafka mock cluster of its own, kept alive as long as this.
     #[cfg(feature = "rdkafka")]
     pub fn mock_cluster(test: &str) -> Option<Self> {
