@@ -97,8 +97,8 @@ impl Options {
                 partitions: 12,
                 rate: 50,
                 rows: rebalance::Variant::ALL.to_vec(),
-                session_timeout: std::time::Duration::from_secs(3),
-                heartbeat: std::time::Duration::from_millis(300),
+                session_timeout: std::time::Duration::from_secs(10),
+                heartbeat: std::time::Duration::from_secs(1),
             },
         };
         let mut it = args.iter();
@@ -139,7 +139,8 @@ impl Options {
                         std::time::Duration::from_millis(value.parse()?);
                 }
                 "--heartbeat-ms" => {
-                    o.rebalance_settings.heartbeat = std::time::Duration::from_millis(value.parse()?);
+                    o.rebalance_settings.heartbeat =
+                        std::time::Duration::from_millis(value.parse()?);
                 }
                 "--rows" => o.rebalance_settings.rows = rebalance::Variant::parse_list(value)?,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),

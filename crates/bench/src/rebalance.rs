@@ -10,7 +10,6 @@
 //! once it consumes its share and every partition is consumed again, all 4 stop and
 //! the log is analysed (`rebalance_report`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,10 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ktm_core::{Message as CoreMessage, OffsetReset, ThreadManager};
 use ktm_rdkafka::RdkafkaSource;
 use ktm_rskafka::{Assignor, RskafkaSource};
-use rskafka::chrono::DateTime;
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::client::ClientBuilder;
-use rskafka::record::Record;
 
 use crate::broker::Broker;
 use crate::produce::{self, TopicSpec};
@@ -82,7 +77,10 @@ impl Variant {
     }
 
     pub(crate) fn cooperative(self) -> bool {
-        matches!(self, Variant::RskafkaCooperative | Variant::RdkafkaCooperative)
+        matches!(
+            self,
+            Variant::RskafkaCooperative | Variant::RdkafkaCooperative
+        )
     }
 
     /// `a,b,c` into variants (`all`: every one).
@@ -108,8 +106,8 @@ pub(crate) struct Settings {
     /// Records per second written to each partition.
     pub(crate) rate: u32,
     pub(crate) rows: Vec<Variant>,
-    /// Group session timeout: short, so that a run is quick (Tansu 0.6 can take half of
-    /// it to complete a join).
+    /// Group session timeout (Tansu 0.6 can take half of it to complete a join; with
+    /// 3 s its groups of 2-3 members never settled, see BENCHMARKS.md).
     pub(crate) session_timeout: Duration,
     pub(crate) heartbeat: Duration,
 }
@@ -162,12 +160,7 @@ impl Log {
 
 /// Runs every row `joins` times against a Tansu started here (or `brokers`), prints the
 /// section and writes it into `out` (replacing an earlier one).
-pub(crate) fn run(
-    s: &Settings,
-    brokers: Option<&str>,
-    out: &Path,
-    command: &str,
-) -> BoxResult<()> {
+pub(crate) fn run(s: &Settings, brokers: Option<&str>, out: &Path, command: &str) -> BoxResult<()> {
     let started = Instant::now();
     let broker = match brokers {
         Some(address) => Broker::given(address),
@@ -187,11 +180,12 @@ pub(crate) fn run(
     };
     rt.block_on(produce::produce(&broker.address, &[spec], SIZE))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = rt.spawn(write_continuously(
+    let writer = rt.spawn(produce::write_continuously(
         broker.address.clone(),
         topic.clone(),
         s.partitions,
         s.rate,
+        SIZE,
         Arc::clone(&stop),
     ));
     let mut rows = Vec::new();
@@ -201,14 +195,28 @@ pub(crate) fn run(
         for i in 0..s.joins {
             let group = format!("{topic}-{}-{i}", variant.name());
             let outcome = one_join(variant, &broker.address, &topic, &group, s)
-                .map(|log| analyse(&log.0, log.1, log.2));
+                .map(|log| analyse(&log.0, log.1, log.2, Duration::from_secs(1) / s.rate));
             match &outcome {
-                Ok(j) => eprintln!("{}: join {}/{}: {}", variant.name(), i + 1, s.joins, j.line()),
-                Err(e) => eprintln!("{}: join {}/{}: FAILED: {e}", variant.name(), i + 1, s.joins),
+                Ok(j) => eprintln!(
+                    "{}: join {}/{}: {}",
+                    variant.name(),
+                    i + 1,
+                    s.joins,
+                    j.line()
+                ),
+                Err(e) => eprintln!(
+                    "{}: join {}/{}: FAILED: {e}",
+                    variant.name(),
+                    i + 1,
+                    s.joins
+                ),
             }
             joins.push(outcome.map_err(|e| e.to_string()));
             if joins.len() >= GIVE_UP && joins.iter().rev().take(GIVE_UP).all(Result::is_err) {
-                eprintln!("{}: {GIVE_UP} failed joins in a row: giving up", variant.name());
+                eprintln!(
+                    "{}: {GIVE_UP} failed joins in a row: giving up",
+                    variant.name()
+                );
                 break;
             }
         }
@@ -227,57 +235,6 @@ pub(crate) fn run(
     println!("wrote the rebalance section into {}", out.display());
     drop(broker);
     result
-}
-
-/// Writes one record per request to every partition, `rate` a second each, until `stop`.
-async fn write_continuously(
-    bootstrap: String,
-    topic: String,
-    partitions: i32,
-    rate: u32,
-    stop: Arc<AtomicBool>,
-) -> Result<(), String> {
-    let client = ClientBuilder::new(vec![bootstrap])
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
-    let period = Duration::from_secs(1) / rate.max(1);
-    let mut tasks = Vec::new();
-    for p in 0..partitions {
-        let pc = client
-            .partition_client(topic.as_str(), p, UnknownTopicHandling::Retry)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let record = Record {
-                    key: None,
-                    value: Some(vec![b'x'; SIZE]),
-                    headers: BTreeMap::new(),
-                    timestamp: DateTime::from_timestamp_millis(now_ms()).unwrap_or_default(),
-                };
-                pc.produce(vec![record], Compression::NoCompression)
-                    .await
-                    .map_err(|e| format!("partition {p}: {e}"))?;
-            }
-            Ok::<(), String>(())
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
-        .unwrap_or(0)
 }
 
 /// A group member: a manager whose callback notes each record in `log` as `member`.
@@ -395,7 +352,10 @@ fn wait_steady(log: &Log, members: u8) -> BoxResult<()> {
         let last = log.last();
         let current: Vec<Option<u8>> = last
             .iter()
-            .map(|l| l.filter(|(t, _)| now.duration_since(*t) < FRESH).map(|(_, m)| m))
+            .map(|l| {
+                l.filter(|(t, _)| now.duration_since(*t) < FRESH)
+                    .map(|(_, m)| m)
+            })
             .collect();
         let all_members = (0..members).all(|m| current.contains(&Some(m)));
         if current != owners || current.contains(&None) || !all_members {

@@ -77,8 +77,9 @@ fn max(v: impl IntoIterator<Item = f64>) -> f64 {
     v.into_iter().fold(0.0, f64::max)
 }
 
-/// Analyses one join: the 4th member started at `join`, the window closed at `end`.
-pub(crate) fn analyse(log: &Log, join: Instant, end: Instant) -> JoinOutcome {
+/// Analyses one join: the 4th member started at `join`, the window closed at `end`;
+/// `period`: the time between two records written to a partition.
+pub(crate) fn analyse(log: &Log, join: Instant, end: Instant, period: Duration) -> JoinOutcome {
     let mut out = JoinOutcome::default();
     let mut steady_gaps = Vec::new();
     for p in &log.partitions {
@@ -98,7 +99,9 @@ pub(crate) fn analyse(log: &Log, join: Instant, end: Instant) -> JoinOutcome {
             .windows(2)
             .filter(|w| w[1].0 > join && w[0].0 < end)
             .map(|w| ms(w[1].0.duration_since(w[0].0))));
-        let pause = if longest > STOPPED_FACTOR * steady_gap {
+        // Records fetched together are handled microseconds apart: the gap expected
+        // between two records is at least the writer's period.
+        let pause = if longest > STOPPED_FACTOR * steady_gap.max(ms(period)) {
             longest
         } else {
             0.0
@@ -143,7 +146,9 @@ pub(crate) fn section(
         let per = |f: fn(&JoinOutcome) -> f64| median(&ok.iter().map(|j| f(j)).collect::<Vec<_>>());
         let moved_n = per(|j| j.moved.len() as f64);
         let stayed_n = per(|j| j.stayed.len() as f64);
-        let all = ok.iter().flat_map(|j| j.moved.iter().chain(&j.stayed).copied());
+        let all = ok
+            .iter()
+            .flat_map(|j| j.moved.iter().chain(&j.stayed).copied());
         let stopped: usize = ok
             .iter()
             .map(|j| j.stayed.iter().filter(|p| **p > 0.0).count())
@@ -173,7 +178,7 @@ pub(crate) fn section(
     let _ = writeln!(md, "- Broker: {broker}. The topic is written continuously, {} records/s on every partition, one record per produce request (every offset starts a batch), {} B each; every member starts at the end (offset reset latest), in a group of its own per join.", s.rate, 100);
     let _ = writeln!(md, "- Members: session.timeout.ms {}, heartbeat.interval.ms {}, fetch.max.wait.ms 5 (rdkafka also fetch.queue.backoff.ms 5), commits every 5 s (the default) and on every revoke; a callback that only notes, per partition, the `Instant` it handled each record and which member handled it. rskafka: `.assignor(Assignor::Range)` or `Assignor::CooperativeSticky`; rdkafka: `partition.assignment.strategy` `range` or `cooperative-sticky`.", s.session_timeout.as_millis(), s.heartbeat.as_millis());
     let _ = writeln!(md, "- A join: the 3 members start one after the other, each once the group before it is steady (every partition consumed, each member owning some, no partition changing member for {:.1} s); the 4th starts; the group has settled once the 4th consumes {} partitions and every partition had a record after the 4th's first; the window closes {:.1} s later, then all 4 stop.", STEADY.as_secs_f64(), s.partitions / 4, STEADY.as_secs_f64());
-    let _ = writeln!(md, "- Pause of a partition: the longest gap between two consecutive records of it handled by any member, the gap ending after the 4th started and beginning before the window closed; counted only when longer than {STOPPED_FACTOR} x the partition's median gap over the {:.1} s before the join (median steady gap in this run: {steady:.1} ms), else 0. Moved: the member that handled the partition's last record before the join is not the one that handled its last record in the window; stayed otherwise.", STEADY.as_secs_f64());
+    let _ = writeln!(md, "- Pause of a partition: the longest gap between two consecutive records of it handled by any member, the gap ending after the 4th started and beginning before the window closed; counted only when longer than {STOPPED_FACTOR} x the larger of the partition's median gap over the {:.1} s before the join and the writer's period ({:.0} ms; median steady gap in this run: {steady:.1} ms), else 0: a stayed partition that kept being consumed at its usual pace counts 0. Moved: the member that handled the partition's last record before the join is not the one that handled its last record in the window; stayed otherwise.", STEADY.as_secs_f64(), 1000.0 / f64::from(s.rate));
     let _ = writeln!(md, "- Columns: moved/stayed partitions per join (median); the median pause of the moved (stayed) partitions in each join, then the median over the joins; max pause: the longest over every partition of every join; stayed partitions stopped: stayed partitions whose pause was not 0, over all joins; stayed longest gap: the longest gap of a stayed partition, stop or not, over all joins.");
     for r in rows {
         for (i, j) in r.joins.iter().enumerate() {
