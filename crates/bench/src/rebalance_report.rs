@@ -29,6 +29,8 @@ pub(crate) struct JoinOutcome {
     pub(crate) stayed_longest_gap: f64,
     /// The median over partitions of the steady inter-record gap.
     pub(crate) steady_gap: f64,
+    /// The longest gap of any partition over the steady time before the join.
+    pub(crate) steady_longest_gap: f64,
 }
 
 impl JoinOutcome {
@@ -36,14 +38,15 @@ impl JoinOutcome {
     pub(crate) fn line(&self) -> String {
         format!(
             "{} moved (median pause {:.0} ms), {} stayed (median pause {:.0} ms, {} stopped, \
-             longest gap {:.0} ms); steady gap {:.1} ms",
+             longest gap {:.0} ms); steady gap {:.1} ms, longest {:.0} ms",
             self.moved.len(),
             median(&self.moved),
             self.stayed.len(),
             median(&self.stayed),
             self.stayed.iter().filter(|p| **p > 0.0).count(),
             self.stayed_longest_gap,
-            self.steady_gap
+            self.steady_gap,
+            self.steady_longest_gap
         )
     }
 }
@@ -92,6 +95,7 @@ pub(crate) fn analyse(log: &Log, join: Instant, end: Instant, period: Duration) 
             .map(|w| ms(w[1].0.duration_since(w[0].0)))
             .collect();
         let steady_gap = median(&steady);
+        out.steady_longest_gap = out.steady_longest_gap.max(max(steady.iter().copied()));
         steady_gaps.push(steady_gap);
         let before = records.iter().rev().find(|(t, _)| *t <= join).map(|r| r.1);
         let after = records.iter().rev().find(|(t, _)| *t <= end).map(|r| r.1);
@@ -138,9 +142,9 @@ pub(crate) fn section(
     let _ = writeln!(
         md,
         "| consumer | assignor | joins ok | moved / stayed partitions | moved: median pause (ms) \
-         | stayed: median pause (ms) | max pause (ms) | stayed: partitions stopped | stayed: longest gap (ms) |"
+         | stayed: median pause (ms) | max pause (ms) | stayed: partitions stopped | stayed: longest gap (ms) | before the join: longest gap (ms) |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ok: Vec<&JoinOutcome> = r.joins.iter().filter_map(|j| j.as_ref().ok()).collect();
         let per = |f: fn(&JoinOutcome) -> f64| median(&ok.iter().map(|j| f(j)).collect::<Vec<_>>());
@@ -156,7 +160,7 @@ pub(crate) fn section(
         let stayed_total: usize = ok.iter().map(|j| j.stayed.len()).sum();
         let _ = writeln!(
             md,
-            "| {} | {} | {}/{} | {moved_n} / {stayed_n} | {:.0} | {:.0} | {:.0} | {stopped} of {stayed_total} | {:.0} |",
+            "| {} | {} | {}/{} | {moved_n} / {stayed_n} | {:.0} | {:.0} | {:.0} | {stopped} of {stayed_total} | {:.0} | {:.0} |",
             r.variant.backend(),
             r.variant.assignor(),
             ok.len(),
@@ -165,6 +169,7 @@ pub(crate) fn section(
             per(|j| median(&j.stayed)),
             max(all),
             max(ok.iter().map(|j| j.stayed_longest_gap)),
+            max(ok.iter().map(|j| j.steady_longest_gap)),
         );
     }
     let steady = median(
@@ -179,7 +184,8 @@ pub(crate) fn section(
     let _ = writeln!(md, "- Members: session.timeout.ms {}, heartbeat.interval.ms {}, fetch.max.wait.ms 5 (rdkafka also fetch.queue.backoff.ms 5), commits every 5 s (the default) and on every revoke; a callback that only notes, per partition, the `Instant` it handled each record and which member handled it. rskafka: `.assignor(Assignor::Range)` or `Assignor::CooperativeSticky`; rdkafka: `partition.assignment.strategy` `range` or `cooperative-sticky`.", s.session_timeout.as_millis(), s.heartbeat.as_millis());
     let _ = writeln!(md, "- A join: the 3 members start one after the other, each once the group before it is steady (every partition consumed, each member owning some, no partition changing member for {:.1} s); the 4th starts; the group has settled once the 4th consumes {} partitions and every partition had a record after the 4th's first; the window closes {:.1} s later, then all 4 stop.", STEADY.as_secs_f64(), s.partitions / 4, STEADY.as_secs_f64());
     let _ = writeln!(md, "- Pause of a partition: the longest gap between two consecutive records of it handled by any member, the gap ending after the 4th started and beginning before the window closed; counted only when longer than {STOPPED_FACTOR} x the larger of the partition's median gap over the {:.1} s before the join and the writer's period ({:.0} ms; median steady gap in this run: {steady:.1} ms), else 0: a stayed partition that kept being consumed at its usual pace counts 0. Moved: the member that handled the partition's last record before the join is not the one that handled its last record in the window; stayed otherwise.", STEADY.as_secs_f64(), 1000.0 / f64::from(s.rate));
-    let _ = writeln!(md, "- Columns: moved/stayed partitions per join (median); the median pause of the moved (stayed) partitions in each join, then the median over the joins; max pause: the longest over every partition of every join; stayed partitions stopped: stayed partitions whose pause was not 0, over all joins; stayed longest gap: the longest gap of a stayed partition, stop or not, over all joins.");
+    let _ = writeln!(md, "- Columns: moved/stayed partitions per join (median); the median pause of the moved (stayed) partitions in each join, then the median over the joins; max pause: the longest over every partition of every join; stayed partitions stopped: stayed partitions whose pause was not 0, over all joins; stayed longest gap: the longest gap of a stayed partition, stop or not, over all joins; before the join: the longest gap of any partition over the steady time before the join, for scale: a stayed partition's gap no longer than that is the consumers' usual pace (a median steady gap of 0.0 ms means most records arrived several to a fetch).");
+    let _ = writeln!(md, "- Tansu 0.6's group coordinator sleeps 3 s before handling a JoinGroup from a known member that is not the group's leader (`PAUSE_MS`, `join_follower_pause` in tansu-broker's `coordinator/group/administrator.rs`). Seen with RUST_LOG=ktm_rskafka=debug (range, 3 members): a follower rejoins at t; the leader rejoins at t+0.46 s and is answered at once with a generation listing all 3 members and syncs; the follower's JoinGroup is answered at t+3.0 s with the next generation (handled only after the pause, as a new join), its SyncGroup fails with RebalanceInProgress, and the others have to rejoin: with 2 followers this can go on for ever. Every rejoin of a follower costs at least 3 s on Tansu, a group of 3 often never gets steady (a row gives up after 2 failed joins in a row; counted in joins ok), and a session timeout of 3 s expires followers during the pause (with 3 s / heartbeat 300 ms no row got a steady group of 3). The pauses here are mostly Tansu's; against Kafka they would be shorter.");
     for r in rows {
         for (i, j) in r.joins.iter().enumerate() {
             if let Err(e) = j {
