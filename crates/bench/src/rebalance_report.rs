@@ -95,7 +95,6 @@ pub(crate) fn analyse(log: &Log, join: Instant, end: Instant, period: Duration) 
             .map(|w| ms(w[1].0.duration_since(w[0].0)))
             .collect();
         let steady_gap = median(&steady);
-        out.steady_longest_gap = out.steady_longest_gap.max(max(steady.iter().copied()));
         steady_gaps.push(steady_gap);
         let before = records.iter().rev().find(|(t, _)| *t <= join).map(|r| r.1);
         let after = records.iter().rev().find(|(t, _)| *t <= end).map(|r| r.1);
@@ -105,11 +104,11 @@ pub(crate) fn analyse(log: &Log, join: Instant, end: Instant, period: Duration) 
             .map(|w| ms(w[1].0.duration_since(w[0].0))));
         // Records fetched together are handled microseconds apart: the gap expected
         // between two records is at least the writer's period.
-        let pause = if longest > STOPPED_FACTOR * steady_gap.max(ms(period)) {
-            longest
-        } else {
-            0.0
-        };
+        // Nor is a gap no longer than twice the partition's longest before the join.
+        let steady_longest = max(steady.iter().copied());
+        let limit = (STOPPED_FACTOR * steady_gap.max(ms(period))).max(2.0 * steady_longest);
+        let pause = if longest > limit { longest } else { 0.0 };
+        out.steady_longest_gap = out.steady_longest_gap.max(steady_longest);
         if before == after {
             out.stayed.push(pause);
             out.stayed_longest_gap = out.stayed_longest_gap.max(longest);
@@ -183,8 +182,8 @@ pub(crate) fn section(
     let _ = writeln!(md, "- Broker: {broker}. The topic is written continuously, {} records/s on every partition, one record per produce request (every offset starts a batch), {} B each; every member starts at the end (offset reset latest), in a group of its own per join.", s.rate, 100);
     let _ = writeln!(md, "- Members: session.timeout.ms {}, heartbeat.interval.ms {}, fetch.max.wait.ms 5 (rdkafka also fetch.queue.backoff.ms 5), commits every 5 s (the default) and on every revoke; a callback that only notes, per partition, the `Instant` it handled each record and which member handled it. rskafka: `.assignor(Assignor::Range)` or `Assignor::CooperativeSticky`; rdkafka: `partition.assignment.strategy` `range` or `cooperative-sticky`.", s.session_timeout.as_millis(), s.heartbeat.as_millis());
     let _ = writeln!(md, "- A join: the 3 members start one after the other, each once the group before it is steady (every partition consumed, each member owning some, no partition changing member for {:.1} s); the 4th starts; the group has settled once the 4th consumes {} partitions and every partition had a record after the 4th's first; the window closes {:.1} s later, then all 4 stop.", STEADY.as_secs_f64(), s.partitions / 4, STEADY.as_secs_f64());
-    let _ = writeln!(md, "- Pause of a partition: the longest gap between two consecutive records of it handled by any member, the gap ending after the 4th started and beginning before the window closed; counted only when longer than {STOPPED_FACTOR} x the larger of the partition's median gap over the {:.1} s before the join and the writer's period ({:.0} ms; median steady gap in this run: {steady:.1} ms), else 0: a stayed partition that kept being consumed at its usual pace counts 0. Moved: the member that handled the partition's last record before the join is not the one that handled its last record in the window; stayed otherwise.", STEADY.as_secs_f64(), 1000.0 / f64::from(s.rate));
-    let _ = writeln!(md, "- Columns: moved/stayed partitions per join (median); the median pause of the moved (stayed) partitions in each join, then the median over the joins; max pause: the longest over every partition of every join; stayed partitions stopped: stayed partitions whose pause was not 0, over all joins; stayed longest gap: the longest gap of a stayed partition, stop or not, over all joins; before the join: the longest gap of any partition over the steady time before the join, for scale: a stayed partition's gap no longer than that is the consumers' usual pace (a median steady gap of 0.0 ms means most records arrived several to a fetch).");
+    let _ = writeln!(md, "- Pause of a partition: the longest gap between two consecutive records of it handled by any member, the gap ending after the 4th started and beginning before the window closed; counted only when longer than both {STOPPED_FACTOR} x the larger of the partition's median gap over the {:.1} s before the join and the writer's period ({:.0} ms; median steady gap in this run: {steady:.1} ms) and 2 x the partition's longest gap over that time, else 0: a stayed partition that kept being consumed at its usual pace counts 0. Moved: the member that handled the partition's last record before the join is not the one that handled its last record in the window; stayed otherwise.", STEADY.as_secs_f64(), 1000.0 / f64::from(s.rate));
+    let _ = writeln!(md, "- Columns: moved/stayed partitions per join (median); the median pause of the moved (stayed) partitions in each join, then the median over the joins; max pause: the longest over every partition of every join; stayed partitions stopped: stayed partitions whose pause was not 0, over all joins; stayed longest gap: the longest gap of a stayed partition, stop or not, over all joins; before the join: the longest gap of any partition over the steady time before the join, for scale: under load the consumers' usual pace has gaps that long (a median steady gap of 0.0 ms means most records arrived several to a fetch).");
     let _ = writeln!(md, "- Tansu 0.6's group coordinator sleeps 3 s before handling a JoinGroup from a known member that is not the group's leader (`PAUSE_MS`, `join_follower_pause` in tansu-broker's `coordinator/group/administrator.rs`). Seen with RUST_LOG=ktm_rskafka=debug (range, 3 members): a follower rejoins at t; the leader rejoins at t+0.46 s and is answered at once with a generation listing all 3 members and syncs; the follower's JoinGroup is answered at t+3.0 s with the next generation (handled only after the pause, as a new join), its SyncGroup fails with RebalanceInProgress, and the others have to rejoin: with 2 followers this can go on for ever. Every rejoin of a follower costs at least 3 s on Tansu, a group of 3 often never gets steady (a row gives up after 2 failed joins in a row; counted in joins ok), and a session timeout of 3 s expires followers during the pause (with 3 s / heartbeat 300 ms no row got a steady group of 3). The pauses here are mostly Tansu's; against Kafka they would be shorter.");
     for r in rows {
         for (i, j) in r.joins.iter().enumerate() {
