@@ -11,12 +11,19 @@
 //! pip install confluent-kafka   # for the Python original
 //! cargo run --release -p ktm-bench -- --messages 1000000 --size 100 --partitions 3
 //! ```
+//!
+//! `--rebalance` runs only the rebalance measurement instead (`rebalance.rs`): how long
+//! each partition of a 3-member group stops being consumed when a 4th member joins,
+//! eager against cooperative, on both backends; it rewrites only its own section of
+//! `--out`, and the default run keeps that section.
 
 #![forbid(unsafe_code)]
 mod broker;
 mod consumers;
 mod produce;
 mod python;
+mod rebalance;
+mod rebalance_report;
 mod report;
 mod svg;
 
@@ -33,7 +40,10 @@ pub(crate) type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync
 
 const USAGE: &str = "usage: ktm-bench [--brokers HOST:PORT] [--messages N] [--size BYTES] \
 [--partitions P] [--stops K] [--pool-messages N] [--out docs/BENCHMARKS.md] [--python PATH] \
-[--script PATH] [--skip-python]";
+[--script PATH] [--skip-python]
+       ktm-bench --rebalance [--brokers HOST:PORT] [--joins N] [--rebalance-partitions P] \
+[--rate RECORDS_PER_S] [--session-timeout-ms MS] [--heartbeat-ms MS] [--rows all|rskafka-eager,rskafka-cooperative,rdkafka-eager,rdkafka-cooperative] \
+[--out docs/BENCHMARKS.md]";
 
 /// Partitions of the worker-pool topic: 8 workers over 8 partitions.
 const POOL_PARTITIONS: i32 = 8;
@@ -59,6 +69,10 @@ struct Options {
     topic: Option<String>,
     /// `--workers`: the child's worker count (internal).
     workers: usize,
+    /// `--rebalance`: run only the rebalance measurement.
+    rebalance: bool,
+    /// `--joins`, `--rebalance-partitions`, `--rate`, `--rows`: its settings.
+    rebalance_settings: rebalance::Settings,
 }
 
 impl Options {
@@ -77,11 +91,24 @@ impl Options {
             child: None,
             topic: None,
             workers: 1,
+            rebalance: false,
+            rebalance_settings: rebalance::Settings {
+                joins: 5,
+                partitions: 12,
+                rate: 50,
+                rows: rebalance::Variant::ALL.to_vec(),
+                session_timeout: std::time::Duration::from_secs(10),
+                heartbeat: std::time::Duration::from_secs(1),
+            },
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             if flag == "--skip-python" {
                 o.skip_python = true;
+                continue;
+            }
+            if flag == "--rebalance" {
+                o.rebalance = true;
                 continue;
             }
             if flag == "--help" || flag == "-h" {
@@ -104,6 +131,18 @@ impl Options {
                 "--script" => o.script = value.clone(),
                 "--child" => o.child = Some(Kind::parse(value)?),
                 "--topic" => o.topic = Some(value.clone()),
+                "--joins" => o.rebalance_settings.joins = value.parse()?,
+                "--rebalance-partitions" => o.rebalance_settings.partitions = value.parse()?,
+                "--rate" => o.rebalance_settings.rate = value.parse()?,
+                "--session-timeout-ms" => {
+                    o.rebalance_settings.session_timeout =
+                        std::time::Duration::from_millis(value.parse()?);
+                }
+                "--heartbeat-ms" => {
+                    o.rebalance_settings.heartbeat =
+                        std::time::Duration::from_millis(value.parse()?);
+                }
+                "--rows" => o.rebalance_settings.rows = rebalance::Variant::parse_list(value)?,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
             }
         }
@@ -112,9 +151,13 @@ impl Options {
             || o.stops == 0
             || o.pool_messages == 0
             || o.workers == 0
+            || o.rebalance_settings.joins == 0
+            || o.rebalance_settings.partitions < 4
+            || o.rebalance_settings.rate == 0
         {
             return Err(
-                "--messages, --partitions, --stops, --pool-messages and --workers must be at least 1"
+                "--messages, --partitions, --stops, --pool-messages, --workers, --joins and --rate \
+                 must be at least 1, --rebalance-partitions at least 4"
                     .into(),
             );
         }
@@ -139,6 +182,22 @@ fn default_script() -> String {
 fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let o = Options::parse(&args)?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_thread_names(true)
+            .init();
+    }
+    if o.rebalance {
+        let command = format!("cargo run --release -p ktm-bench -- {}", args.join(" "));
+        return rebalance::run(
+            &o.rebalance_settings,
+            o.brokers.as_deref(),
+            &o.out,
+            &command,
+        );
+    }
     if let Some(kind) = o.child {
         return consumers::run_child(&ChildArgs {
             kind,
@@ -314,7 +373,13 @@ fn write_outputs(out: &Path, results: &Results) -> BoxResult<()> {
         .and_then(|n| n.to_str())
         .unwrap_or("benchmarks-workers.svg")
         .to_owned();
-    let md = results.markdown(&svg_name, &pool_svg_name);
+    let mut md = results.markdown(&svg_name, &pool_svg_name);
+    // The `--rebalance` section is not measured here: keep the one already written.
+    let existing = std::fs::read_to_string(out).unwrap_or_default();
+    if let Some(section) = rebalance_report::existing_section(&existing) {
+        md = format!("{}\n\n{}", md.trim_end(), section.trim_end());
+        md.push('\n');
+    }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

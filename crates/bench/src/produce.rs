@@ -1,9 +1,12 @@
 //! Creates the topics and produces the backlog with rskafka, in large batches from
 //! offset 0 (Tansu 0.6 returns wrong records to a fetch that starts inside a batch;
-//! every consumer here starts at offset 0, a batch boundary).
+//! every consumer here starts at offset 0, a batch boundary). For `--rebalance`, also
+//! writes a topic continuously, one record per request (so every offset starts a batch).
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rskafka::chrono::DateTime;
@@ -95,4 +98,56 @@ async fn fill(client: &rskafka::client::Client, t: &TopicSpec<'_>, size: usize) 
         started.elapsed()
     );
     Ok(())
+}
+
+/// Writes one record per request to every partition, `rate` a second each, until `stop`.
+pub(crate) async fn write_continuously(
+    bootstrap: String,
+    topic: String,
+    partitions: i32,
+    rate: u32,
+    size: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let client = ClientBuilder::new(vec![bootstrap])
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let period = Duration::from_secs(1) / rate.max(1);
+    let mut tasks = Vec::new();
+    for p in 0..partitions {
+        let pc = client
+            .partition_client(topic.as_str(), p, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let record = Record {
+                    key: None,
+                    value: Some(vec![b'x'; size]),
+                    headers: BTreeMap::new(),
+                    timestamp: DateTime::from_timestamp_millis(now_ms()).unwrap_or_default(),
+                };
+                pc.produce(vec![record], Compression::NoCompression)
+                    .await
+                    .map_err(|e| format!("partition {p}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
 }
