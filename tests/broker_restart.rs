@@ -19,7 +19,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_thread_manager::rdkafka::RdkafkaSource;
@@ -250,6 +250,49 @@ fn produce(broker: &KafkaBroker, topic: &str, from: i64, to: i64) {
     }
 }
 
+/// After the restart: every record produced before it is still there, with its
+/// payload, and [`AFTER`] more per partition follow it. Bounded by [`PATIENCE`]: the
+/// support client waits for a missing topic for ever.
+fn survived_and_grows(tansu: &Tansu, topic: &str) {
+    let bootstrap = tansu.bootstrap();
+    let topic = topic.to_owned();
+    let (done, outcome) = mpsc::channel();
+    std::thread::spawn(move || {
+        let broker = KafkaBroker::at(bootstrap);
+        for p in 0..PARTITIONS {
+            let offsets: Vec<i64> = broker
+                .read_all(&topic, p)
+                .into_iter()
+                .map(|(offset, r)| {
+                    assert_eq!(
+                        r.value,
+                        Some(payload(&topic, p, offset).into_bytes()),
+                        "partition {p} offset {offset} after the restart"
+                    );
+                    offset
+                })
+                .collect();
+            assert_eq!(
+                offsets,
+                (0..BEFORE).collect::<Vec<_>>(),
+                "partition {p} after the restart"
+            );
+        }
+        produce(&broker, &topic, BEFORE, BEFORE + AFTER);
+        let _ = done.send(());
+    });
+    match outcome.recv_timeout(PATIENCE) {
+        Ok(()) => {}
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+            "reading and producing after the restart took over {PATIENCE:?} \
+             (did the topic survive?)"
+        ),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("reading or producing after the restart failed (see the panic above)")
+        }
+    }
+}
+
 /// One call of the callback: (partition, offset, payload).
 type Handled = Arc<Mutex<Vec<(i32, i64, String)>>>;
 
@@ -378,29 +421,7 @@ fn resumes_at_committed_offsets_after_restart(test: &str, build: SourceFactory) 
     // The restart: same port, same database file.
     tansu.restart();
 
-    let broker = KafkaBroker::at(tansu.bootstrap());
-    // The log survived the restart...
-    for p in 0..PARTITIONS {
-        let offsets: Vec<i64> = broker
-            .read_all(&topic, p)
-            .into_iter()
-            .map(|(offset, r)| {
-                assert_eq!(
-                    r.value,
-                    Some(payload(&topic, p, offset).into_bytes()),
-                    "partition {p} offset {offset} after the restart"
-                );
-                offset
-            })
-            .collect();
-        assert_eq!(
-            offsets,
-            (0..BEFORE).collect::<Vec<_>>(),
-            "partition {p} after the restart"
-        );
-    }
-    // ...and new records follow it.
-    produce(&broker, &topic, BEFORE, BEFORE + AFTER);
+    survived_and_grows(&tansu, &topic);
 
     // After the restart: a new member of the same group.
     let (second, handled) = manager(build(&tansu.bootstrap(), &topic, &group));
@@ -474,12 +495,7 @@ fn keeps_consuming_across_restart(test: &str, build: SourceFactory) {
     std::thread::sleep(DOWN);
     tansu.spawn();
     assert_eq!(manager.state(), State::Running, "{:?}", manager.stats());
-    produce(
-        &KafkaBroker::at(tansu.bootstrap()),
-        &topic,
-        BEFORE,
-        BEFORE + AFTER,
-    );
+    survived_and_grows(&tansu, &topic);
 
     let last = BEFORE + AFTER - 1;
     wait_for(&manager, &handled, "after the restart", |h| {
