@@ -1,0 +1,98 @@
+//! What the partition fetchers send: records into the poll's batch (or held while their
+//! partition is paused), high watermarks, failures.
+
+use ktm_core::{PollBatch, SourceError, TopicPartition};
+use tracing::debug;
+
+use super::{RskafkaSource, DRAIN_PER_POLL};
+use crate::fetch::FetchItem;
+
+impl RskafkaSource {
+    /// Takes a fetched item: `Ok(true)` if it added messages.
+    pub(super) fn accept(
+        &mut self,
+        item: FetchItem,
+        batch: &mut PollBatch,
+    ) -> Result<bool, SourceError> {
+        let epoch = item.epoch();
+        let Some(fetcher) = self.owned.values_mut().find(|f| f.epoch == epoch) else {
+            return Ok(false);
+        };
+        match item {
+            FetchItem::Records { high_watermark, .. } if fetcher.must_hold() => {
+                fetcher.note_high_watermark(high_watermark);
+                fetcher.hold(item);
+                Ok(false)
+            }
+            FetchItem::Records {
+                messages,
+                high_watermark,
+                ..
+            } => {
+                fetcher.note_high_watermark(high_watermark);
+                for m in messages {
+                    batch.push(m);
+                }
+                Ok(true)
+            }
+            FetchItem::HighWatermark { high_watermark, .. } => {
+                fetcher.note_high_watermark(high_watermark);
+                Ok(false)
+            }
+            FetchItem::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// Returns the batches held for partitions resumed since: `true` if there were any.
+    pub(super) fn release_held(&mut self, batch: &mut PollBatch) -> bool {
+        let mut released = false;
+        for fetcher in self.owned.values_mut() {
+            let Some(held) = fetcher.take_held() else {
+                continue;
+            };
+            for item in held {
+                if let FetchItem::Records { messages, .. } = item {
+                    released |= !messages.is_empty();
+                    for m in messages {
+                        batch.push(m);
+                    }
+                }
+            }
+        }
+        released
+    }
+
+    /// Reports each owned partition's high watermark received since the last report,
+    /// once: several batches of one poll must not report it several times.
+    pub(super) fn report_high_watermarks(&mut self, batch: &mut PollBatch) {
+        for (tp, fetcher) in &mut self.owned {
+            if let Some(hw) = fetcher.take_high_watermark() {
+                batch.set_high_watermark(tp.clone(), hw);
+            }
+        }
+    }
+
+    /// Pauses (`true`) or resumes the owned partitions among `partitions`; the others
+    /// are not this consumer's (any more), and there is nothing to remember for them.
+    pub(super) fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) {
+        for tp in partitions {
+            match self.owned.get_mut(tp) {
+                Some(fetcher) => fetcher.set_paused(paused),
+                None => debug!(partition = %tp, paused, "not owned; pause or resume ignored"),
+            }
+        }
+    }
+
+    /// Adds the batches that are already waiting, without waiting.
+    pub(super) fn drain_ready(&mut self, batch: &mut PollBatch) {
+        for _ in 0..DRAIN_PER_POLL {
+            let Ok(item) = self.rx.try_recv() else {
+                return;
+            };
+            if let Err(e) = self.accept(item, batch) {
+                self.deferred_error = Some(e);
+                return;
+            }
+        }
+    }
+}
