@@ -16,9 +16,13 @@ mod sync;
 mod transport;
 
 #[cfg(test)]
+mod fake_wire;
+#[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
 mod sasl_tests;
+#[cfg(test)]
+mod static_tests;
 #[cfg(all(test, feature = "tls"))]
 mod tls_tests;
 

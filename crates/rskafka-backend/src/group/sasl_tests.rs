@@ -7,21 +7,18 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use bytes::BytesMut;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    ApiKey, ApiVersionsRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{
-    decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion, StrBytes,
-};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::coordinator::{connect_coordinator, GroupError, GroupSettings};
+use super::fake_wire::{api_versions, read_request, respond};
 use super::transport::Security;
 use super::Assignor;
 use crate::auth::scram::{h, hmac, Keys, ScramHash};
@@ -97,13 +94,9 @@ impl Fake {
         // SCRAM state: client-first-bare and server-first.
         let mut scram: Option<(String, String)> = None;
         loop {
-            let Ok(len) = stream.read_i32().await else {
+            let Some((header, mut buf)) = read_request(&mut stream).await else {
                 return;
             };
-            let mut frame = vec![0_u8; usize::try_from(len).unwrap()];
-            stream.read_exact(&mut frame).await.unwrap();
-            let mut buf = Bytes::from(frame);
-            let header = decode_request_header_from_buffer(&mut buf).unwrap();
             let v = header.request_api_version;
             let mut out = BytesMut::new();
             match ApiKey::try_from(header.request_api_key).unwrap() {
@@ -115,18 +108,7 @@ impl Fake {
                         (ApiKey::SaslAuthenticate, 0, 2),
                         (ApiKey::FindCoordinator, 0, 3),
                     ];
-                    let resp = ApiVersionsResponse::default().with_api_keys(
-                        served
-                            .iter()
-                            .map(|&(key, min, max)| {
-                                ApiVersion::default()
-                                    .with_api_key(key as i16)
-                                    .with_min_version(min)
-                                    .with_max_version(max)
-                            })
-                            .collect(),
-                    );
-                    respond(&mut out, header.correlation_id, &resp, v);
+                    respond(&mut out, header.correlation_id, &api_versions(&served), v);
                 }
                 ApiKey::SaslHandshake => {
                     let req = SaslHandshakeRequest::decode(&mut buf, v).unwrap();
@@ -240,17 +222,6 @@ impl Fake {
             }
         }
     }
-}
-
-fn respond<R: Encodable + HeaderVersion>(out: &mut BytesMut, correlation: i32, resp: &R, v: i16) {
-    let mut body = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(correlation)
-        .encode(&mut body, R::header_version(v))
-        .unwrap();
-    resp.encode(&mut body, v).unwrap();
-    out.put_i32(i32::try_from(body.len()).unwrap());
-    out.extend_from_slice(&body);
 }
 
 pub(super) fn settings(bootstrap: Vec<String>, sasl: SaslCredentials) -> GroupSettings {
