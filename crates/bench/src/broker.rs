@@ -1,11 +1,15 @@
-//! The broker the bench runs against: one given with `--brokers`, or a Tansu broker
-//! started here on a free loopback port (memory storage) and killed on drop.
+//! The broker the bench runs against: one given with `--brokers`, a Tansu broker
+//! started here on a free loopback port (memory storage) and killed on drop, or (for
+//! `--rebalance --mock-cluster`) librdkafka's in-process mock cluster.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 
 use crate::BoxResult;
 
@@ -19,6 +23,9 @@ pub(crate) struct Broker {
     /// What the report says about the broker.
     pub(crate) description: String,
     child: Option<Child>,
+    /// The mock cluster, when the bench runs on one: neither `Send` nor `Sync`, so the
+    /// broker stays on the thread that made it, and the cluster lives as long as it.
+    mock: Option<MockCluster<'static, DefaultProducerContext>>,
 }
 
 impl Broker {
@@ -28,7 +35,31 @@ impl Broker {
             address: address.to_owned(),
             description: format!("given with --brokers ({address})"),
             child: None,
+            mock: None,
         }
+    }
+
+    /// Starts librdkafka's mock cluster (one broker) in this process.
+    pub(crate) fn start_mock() -> BoxResult<Self> {
+        let mock = MockCluster::new(1)?;
+        let address = mock.bootstrap_servers();
+        let (_, version) = rdkafka::util::get_rdkafka_version();
+        eprintln!("mock cluster ready on {address}");
+        Ok(Self {
+            address,
+            description: format!(
+                "librdkafka {version}'s mock cluster (`rdkafka::mocking::MockCluster`, 1 broker, \
+                 in process, served over TCP on loopback)"
+            ),
+            child: None,
+            mock: Some(mock),
+        })
+    }
+
+    /// The mock cluster, if the bench runs on one (it has no CreateTopics handler:
+    /// topics are made through it).
+    pub(crate) fn mock(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
+        self.mock.as_ref()
     }
 
     /// Starts `tansu` from PATH on a free port and waits until it says `ready in`.
@@ -67,6 +98,7 @@ impl Broker {
             address: format!("127.0.0.1:{port}"),
             description: format!("{version}, started by the bench, memory storage"),
             child: Some(child),
+            mock: None,
         };
         rx.recv_timeout(READY_TIMEOUT)
             .map_err(|_| format!("tansu did not print `ready in` within {READY_TIMEOUT:?}"))?;

@@ -15,7 +15,8 @@
 //! `--rebalance` runs only the rebalance measurement instead (`rebalance.rs`): how long
 //! each partition of a 3-member group stops being consumed when a 4th member joins,
 //! eager against cooperative, on both backends; it rewrites only its own section of
-//! `--out`, and the default run keeps that section.
+//! `--out`, and the default run keeps that section. `--rebalance --mock-cluster` runs it
+//! against librdkafka's in-process mock cluster instead of Tansu (its own section).
 
 #![forbid(unsafe_code)]
 mod broker;
@@ -24,6 +25,7 @@ mod produce;
 mod python;
 mod rebalance;
 mod rebalance_report;
+mod rebalance_settings;
 mod report;
 mod svg;
 
@@ -41,7 +43,7 @@ pub(crate) type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync
 const USAGE: &str = "usage: ktm-bench [--brokers HOST:PORT] [--messages N] [--size BYTES] \
 [--partitions P] [--stops K] [--pool-messages N] [--out docs/BENCHMARKS.md] [--python PATH] \
 [--script PATH] [--skip-python]
-       ktm-bench --rebalance [--brokers HOST:PORT] [--joins N] [--rebalance-partitions P] \
+       ktm-bench --rebalance [--brokers HOST:PORT | --mock-cluster] [--joins N] [--rebalance-partitions P] \
 [--rate RECORDS_PER_S] [--session-timeout-ms MS] [--heartbeat-ms MS] [--rows all|rskafka-eager,rskafka-cooperative,rdkafka-eager,rdkafka-cooperative] \
 [--out docs/BENCHMARKS.md]";
 
@@ -92,14 +94,7 @@ impl Options {
             topic: None,
             workers: 1,
             rebalance: false,
-            rebalance_settings: rebalance::Settings {
-                joins: 5,
-                partitions: 12,
-                rate: 50,
-                rows: rebalance::Variant::ALL.to_vec(),
-                session_timeout: std::time::Duration::from_secs(10),
-                heartbeat: std::time::Duration::from_secs(1),
-            },
+            rebalance_settings: rebalance::Settings::default(),
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -109,6 +104,9 @@ impl Options {
             }
             if flag == "--rebalance" {
                 o.rebalance = true;
+                continue;
+            }
+            if o.rebalance_settings.switch(flag) {
                 continue;
             }
             if flag == "--help" || flag == "-h" {
@@ -131,18 +129,7 @@ impl Options {
                 "--script" => o.script = value.clone(),
                 "--child" => o.child = Some(Kind::parse(value)?),
                 "--topic" => o.topic = Some(value.clone()),
-                "--joins" => o.rebalance_settings.joins = value.parse()?,
-                "--rebalance-partitions" => o.rebalance_settings.partitions = value.parse()?,
-                "--rate" => o.rebalance_settings.rate = value.parse()?,
-                "--session-timeout-ms" => {
-                    o.rebalance_settings.session_timeout =
-                        std::time::Duration::from_millis(value.parse()?);
-                }
-                "--heartbeat-ms" => {
-                    o.rebalance_settings.heartbeat =
-                        std::time::Duration::from_millis(value.parse()?);
-                }
-                "--rows" => o.rebalance_settings.rows = rebalance::Variant::parse_list(value)?,
+                _ if o.rebalance_settings.set(flag, value)? => {}
                 _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
             }
         }
@@ -151,16 +138,14 @@ impl Options {
             || o.stops == 0
             || o.pool_messages == 0
             || o.workers == 0
-            || o.rebalance_settings.joins == 0
-            || o.rebalance_settings.partitions < 4
-            || o.rebalance_settings.rate == 0
         {
             return Err(
-                "--messages, --partitions, --stops, --pool-messages, --workers, --joins and --rate \
-                 must be at least 1, --rebalance-partitions at least 4"
+                "--messages, --partitions, --stops, --pool-messages and --workers must be at least 1"
                     .into(),
             );
         }
+        let brokers = o.brokers.is_some();
+        o.rebalance_settings.check(o.rebalance, brokers)?;
         Ok(o)
     }
 }

@@ -22,6 +22,7 @@ use ktm_rskafka::{Assignor, RskafkaSource};
 use crate::broker::Broker;
 use crate::produce::{self, TopicSpec};
 use crate::rebalance_report::{analyse, section, splice, Row};
+pub(crate) use crate::rebalance_settings::{Settings, Variant};
 use crate::BoxResult;
 
 /// How long the 3 members must consume every partition, with no partition changing
@@ -35,82 +36,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const GIVE_UP: usize = 2;
 /// Records of 100 bytes, as the throughput rows.
 const SIZE: usize = 100;
-
-/// One row: a backend and an assignor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Variant {
-    RskafkaEager,
-    RskafkaCooperative,
-    RdkafkaEager,
-    RdkafkaCooperative,
-}
-
-impl Variant {
-    pub(crate) const ALL: [Variant; 4] = [
-        Variant::RskafkaEager,
-        Variant::RskafkaCooperative,
-        Variant::RdkafkaEager,
-        Variant::RdkafkaCooperative,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Variant::RskafkaEager => "rskafka-eager",
-            Variant::RskafkaCooperative => "rskafka-cooperative",
-            Variant::RdkafkaEager => "rdkafka-eager",
-            Variant::RdkafkaCooperative => "rdkafka-cooperative",
-        }
-    }
-
-    pub(crate) fn backend(self) -> &'static str {
-        match self {
-            Variant::RskafkaEager | Variant::RskafkaCooperative => "ThreadManager + ktm-rskafka",
-            _ => "ThreadManager + ktm-rdkafka",
-        }
-    }
-
-    pub(crate) fn assignor(self) -> &'static str {
-        match self {
-            Variant::RskafkaEager | Variant::RdkafkaEager => "range (eager)",
-            _ => "cooperative-sticky",
-        }
-    }
-
-    pub(crate) fn cooperative(self) -> bool {
-        matches!(
-            self,
-            Variant::RskafkaCooperative | Variant::RdkafkaCooperative
-        )
-    }
-
-    /// `a,b,c` into variants (`all`: every one).
-    pub(crate) fn parse_list(s: &str) -> BoxResult<Vec<Self>> {
-        if s == "all" {
-            return Ok(Self::ALL.to_vec());
-        }
-        s.split(',')
-            .map(|n| {
-                Self::ALL
-                    .into_iter()
-                    .find(|v| v.name() == n.trim())
-                    .ok_or_else(|| format!("unknown rebalance row {n:?}").into())
-            })
-            .collect()
-    }
-}
-
-/// What `--rebalance` runs with.
-pub(crate) struct Settings {
-    pub(crate) joins: usize,
-    pub(crate) partitions: i32,
-    /// Records per second written to each partition.
-    pub(crate) rate: u32,
-    pub(crate) rows: Vec<Variant>,
-    /// Group session timeout (Tansu 0.6 can take half of it to complete a join; with
-    /// 3 s its groups of 2-3 members never settled, see BENCHMARKS.md).
-    pub(crate) session_timeout: Duration,
-    pub(crate) heartbeat: Duration,
-}
 
 /// Every handled record: per partition, when it was handled and by which member.
 pub(crate) struct Log {
@@ -158,12 +83,14 @@ impl Log {
     }
 }
 
-/// Runs every row `joins` times against a Tansu started here (or `brokers`), prints the
+/// Runs every row `joins` times against a Tansu started here (or `brokers`, or the mock
+/// cluster), prints the
 /// section and writes it into `out` (replacing an earlier one).
 pub(crate) fn run(s: &Settings, brokers: Option<&str>, out: &Path, command: &str) -> BoxResult<()> {
     let started = Instant::now();
     let broker = match brokers {
         Some(address) => Broker::given(address),
+        None if s.mock_cluster => Broker::start_mock()?,
         None => Broker::start_tansu()?,
     };
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
@@ -178,7 +105,10 @@ pub(crate) fn run(s: &Settings, brokers: Option<&str>, out: &Path, command: &str
         messages: 0,
         batch: 1,
     };
-    rt.block_on(produce::produce(&broker.address, &[spec], SIZE))?;
+    match broker.mock() {
+        Some(mock) => mock.create_topic(&topic, s.partitions, 1)?,
+        None => rt.block_on(produce::produce(&broker.address, &[spec], SIZE))?,
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let writer = rt.spawn(produce::write_continuously(
         broker.address.clone(),
@@ -231,7 +161,7 @@ pub(crate) fn run(s: &Settings, brokers: Option<&str>, out: &Path, command: &str
     let md = section(command, &broker.description, s, &rows, started.elapsed());
     println!("{md}");
     let existing = std::fs::read_to_string(out).unwrap_or_default();
-    std::fs::write(out, splice(&existing, &md))?;
+    std::fs::write(out, splice(&existing, &md, s.mock_cluster))?;
     println!("wrote the rebalance section into {}", out.display());
     drop(broker);
     result
