@@ -219,7 +219,13 @@ fn mock_note(s: &Settings) -> String {
          session timeout less 1 s ({:.1} s here), whether or not every member has rejoined, \
          then elects the leader and answers every JoinGroup; it has none of Tansu's defects \
          above. A cooperative join takes two such rebalances (the revoke, then the \
-         assignment).",
+         assignment). The rdkafka cooperative stops of stayed partitions are the manager's \
+         own: a member's periodic commit (every 5 s) sent while its JoinGroup is held \
+         waits behind it on the coordinator connection (answered in order; OffsetCommit \
+         rtt 2247 ms behind a JoinGroup of rtt 2681 ms in librdkafka's protocol debug), \
+         and the consumer thread awaits the commit (`commit_periodically` in ktm-core's \
+         runner) without handing out records meanwhile, so every stop of a stayed \
+         partition ends when that member's JoinGroup is answered; rskafka showed none.",
         s.session_timeout
             .saturating_sub(std::time::Duration::from_secs(1))
             .as_secs_f64()
