@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ktm_core::{Message as CoreMessage, OffsetReset, ThreadManager};
+use ktm_core::{ConsumerConfig, Message as CoreMessage, OffsetReset, ThreadManager};
 use ktm_rdkafka::RdkafkaSource;
 use ktm_rskafka::{Assignor, RskafkaSource};
 
@@ -177,6 +177,17 @@ fn member(
     log: &Arc<Log>,
     s: &Settings,
 ) -> BoxResult<ThreadManager> {
+    // The settings both backends share, validated once (fetch.wait.max.ms 5 included).
+    let consumer = ConsumerConfig::builder()
+        .bootstrap_servers([brokers])
+        .topics([topic])
+        .group_id(group)
+        .client_id(format!("{group}-m{member}"))
+        .offset_reset(OffsetReset::Latest)
+        .session_timeout(s.session_timeout)
+        .heartbeat_interval(s.heartbeat)
+        .fetch_max_wait(Duration::from_millis(5))
+        .build()?;
     let builder = match variant {
         Variant::RskafkaEager | Variant::RskafkaCooperative => {
             let assignor = if variant.cooperative() {
@@ -186,14 +197,7 @@ fn member(
             };
             ThreadManager::builder(
                 RskafkaSource::builder()
-                    .bootstrap_servers([brokers])
-                    .topics([topic])
-                    .group_id(group)
-                    .client_id(format!("{group}-m{member}"))
-                    .offset_reset(OffsetReset::Latest)
-                    .session_timeout(s.session_timeout)
-                    .heartbeat_interval(s.heartbeat)
-                    .fetch_max_wait(Duration::from_millis(5))
+                    .config(consumer)
                     .assignor(assignor)
                     .build()?,
             )
@@ -206,14 +210,7 @@ fn member(
             };
             ThreadManager::builder(
                 RdkafkaSource::builder()
-                    .bootstrap_servers([brokers])
-                    .topics([topic])
-                    .group_id(group)
-                    .client_id(format!("{group}-m{member}"))
-                    .offset_reset(OffsetReset::Latest)
-                    .session_timeout(s.session_timeout)
-                    .heartbeat_interval(s.heartbeat)
-                    .set("fetch.wait.max.ms", "5")
+                    .config(consumer)
                     .set("fetch.queue.backoff.ms", "5")
                     .set("partition.assignment.strategy", strategy)
                     .build()?,
