@@ -350,6 +350,20 @@ fn stop(manager: &ThreadManager) -> StopReport {
     report
 }
 
+/// A Tansu of the test's own on sqlite storage, with a topic of its own (named after
+/// `prefix`) holding [`BEFORE`] records per partition, and a group name; `None` (having
+/// said why) without tansu.
+fn started(test: &str, prefix: &str) -> Option<(Tansu, String, String)> {
+    init_tracing();
+    let tansu = Tansu::start(test)?;
+    let topic = unique(&format!("{prefix}-{test}"));
+    let group = unique(&format!("{prefix}-{test}-group"));
+    let broker = KafkaBroker::at(tansu.bootstrap());
+    broker.create_topic(&topic, PARTITIONS);
+    produce(&broker, &topic, 0, BEFORE);
+    Some((tansu, topic, group))
+}
+
 /// The handled offsets of each partition, in the order handled.
 fn offsets_by_partition(handled: &[(i32, i64, String)]) -> BTreeMap<i32, Vec<i64>> {
     let mut out: BTreeMap<i32, Vec<i64>> = (0..PARTITIONS).map(|p| (p, Vec::new())).collect();
@@ -376,20 +390,13 @@ fn check_payloads(topic: &str, handled: &[(i32, i64, String)], who: &str) {
 }
 
 fn resumes_at_committed_offsets_after_restart(test: &str, build: SourceFactory) {
-    init_tracing();
-    let Some(mut tansu) = Tansu::start(test) else {
+    let Some((mut tansu, topic, group)) = started(test, "restart") else {
         return;
     };
-    let topic = unique(&format!("restart-{test}"));
-    let group = unique(&format!("restart-{test}-group"));
     let tp = |p: i32| TopicPartition::new(topic.as_str(), p);
 
     // Before the restart: a manager handles part of the topic and stops.
     let committed: BTreeMap<i32, i64> = {
-        let broker = KafkaBroker::at(tansu.bootstrap());
-        broker.create_topic(&topic, PARTITIONS);
-        produce(&broker, &topic, 0, BEFORE);
-
         let (first, handled) = manager(build(&tansu.bootstrap(), &topic, &group));
         wait_for(&first, &handled, "first manager", every_partition_has_some);
         let report = stop(&first);
@@ -466,18 +473,10 @@ fn resumes_at_committed_offsets_after_restart(test: &str, build: SourceFactory) 
 /// payloads match their offsets, a record is handled again only if it was not yet
 /// committed when the broker went down, and the final commit covers everything.
 fn keeps_consuming_across_restart(test: &str, build: SourceFactory) {
-    init_tracing();
-    let Some(mut tansu) = Tansu::start(test) else {
+    let Some((mut tansu, topic, group)) = started(test, "live-restart") else {
         return;
     };
-    let topic = unique(&format!("live-restart-{test}"));
-    let group = unique(&format!("live-restart-{test}-group"));
     let tp = |p: i32| TopicPartition::new(topic.as_str(), p);
-    {
-        let broker = KafkaBroker::at(tansu.bootstrap());
-        broker.create_topic(&topic, PARTITIONS);
-        produce(&broker, &topic, 0, BEFORE);
-    }
 
     let (manager, handled) = manager(build(&tansu.bootstrap(), &topic, &group));
     wait_for(
