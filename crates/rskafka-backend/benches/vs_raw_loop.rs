@@ -32,8 +32,8 @@ use rskafka::record::Record;
 
 const FETCH_MAX_BYTES: i32 = 1024 * 1024;
 const FETCH_WAIT_MS: i32 = 50;
-/// Batches fetched ahead per partition (the backend's default, set explicitly).
-const PREFETCH_BATCHES: usize = 2;
+/// The prefetch budget of all partitions (the backend's default, set explicitly).
+const QUEUED_MAX_BYTES: i64 = 32 * 1024 * 1024;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -159,7 +159,7 @@ fn managed(bootstrap: &str, topic: &str, total: u64) -> u64 {
         .session_timeout(Duration::from_secs(6))
         .heartbeat_interval(Duration::from_secs(1))
         .max_partition_fetch_bytes(FETCH_MAX_BYTES)
-        .prefetch_batches(PREFETCH_BATCHES)
+        .queued_max_bytes(QUEUED_MAX_BYTES)
         .fetch_max_wait(Duration::from_millis(u64::try_from(FETCH_WAIT_MS).unwrap()))
         .build()
         .unwrap();
@@ -310,11 +310,10 @@ fn backlog(bootstrap: &str, partitions: i32, size: usize) {
         rows.push((total, n, secs, hwm));
     }
     let mib = |kib: u64| kib as f64 / 1024.0;
-    let bound = PREFETCH_BATCHES as u64 * FETCH_MAX_BYTES as u64 * partitions as u64;
     println!(
-        "prefetch bound: prefetch_batches {PREFETCH_BATCHES} x max.partition.fetch.bytes \
-         {FETCH_MAX_BYTES} x {partitions} partitions = {:.1} MiB of record batches",
-        bound as f64 / (1024.0 * 1024.0)
+        "prefetch bound: queued_max_bytes {:.1} MiB for the {partitions} partitions, plus one \
+         response in flight per broker",
+        QUEUED_MAX_BYTES as f64 / (1024.0 * 1024.0)
     );
     println!(
         "| backlog (messages of {size} B) | handled | seconds | messages/s | peak RSS (MiB) |"

@@ -13,6 +13,9 @@ use crate::BACKEND;
 
 /// Kafka's default `metadata.max.age.ms`.
 const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+/// librdkafka's `queued.max.messages.kbytes` is 64 MiB; half of it keeps a consumer of many
+/// partitions lean while still holding seconds of backlog at 100 B records.
+const DEFAULT_QUEUED_MAX_BYTES: i64 = 32 * 1024 * 1024;
 
 /// A SASL mechanism for authenticating to the brokers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,9 +95,10 @@ pub struct RskafkaConfig {
     pub consumer: ConsumerConfig,
     /// The assignor this member proposes (and runs when it leads the group).
     pub assignor: Assignor,
-    /// Record batches fetched ahead per partition, each up to
-    /// `max.partition.fetch.bytes`: the memory bound of prefetching.
-    pub prefetch_batches: usize,
+    /// Bytes of fetched records that may wait for the consumer thread, for all
+    /// partitions together (librdkafka's `queued.max.messages.kbytes`): the memory
+    /// bound of prefetching, with one Fetch response in flight per broker.
+    pub queued_max_bytes: i64,
     /// How long connecting (and retrying a broker request) may take before the
     /// attempt fails with a transient error.
     pub connect_timeout: Duration,
@@ -114,7 +118,7 @@ impl fmt::Debug for RskafkaConfig {
         let mut d = f.debug_struct("RskafkaConfig");
         d.field("consumer", &self.consumer)
             .field("assignor", &self.assignor)
-            .field("prefetch_batches", &self.prefetch_batches)
+            .field("queued_max_bytes", &self.queued_max_bytes)
             .field("connect_timeout", &self.connect_timeout)
             .field("metadata_max_age", &self.metadata_max_age)
             .field("sasl", &self.sasl);
@@ -144,7 +148,7 @@ pub struct RskafkaSourceBuilder {
     consumer: ConsumerConfigBuilder,
     from_config: Option<ConsumerConfig>,
     assignor: Assignor,
-    prefetch_batches: usize,
+    queued_max_bytes: i64,
     connect_timeout: Duration,
     metadata_max_age: Duration,
     sasl: Option<SaslCredentials>,
@@ -157,7 +161,7 @@ impl fmt::Debug for RskafkaSourceBuilder {
         f.debug_struct("RskafkaSourceBuilder")
             .field("consumer", &self.consumer)
             .field("assignor", &self.assignor)
-            .field("prefetch_batches", &self.prefetch_batches)
+            .field("queued_max_bytes", &self.queued_max_bytes)
             .field("connect_timeout", &self.connect_timeout)
             .field("metadata_max_age", &self.metadata_max_age)
             .field("sasl", &self.sasl)
@@ -181,7 +185,7 @@ impl RskafkaSourceBuilder {
             consumer: ConsumerConfig::builder(),
             from_config: None,
             assignor: Assignor::default(),
-            prefetch_batches: 2,
+            queued_max_bytes: DEFAULT_QUEUED_MAX_BYTES,
             connect_timeout: Duration::from_secs(10),
             metadata_max_age: DEFAULT_METADATA_MAX_AGE,
             sasl: None,
@@ -264,9 +268,14 @@ impl RskafkaSourceBuilder {
         self
     }
 
-    /// Record batches fetched ahead per partition (default 2, at least 1).
-    pub fn prefetch_batches(mut self, batches: usize) -> Self {
-        self.prefetch_batches = batches;
+    /// Bytes of fetched records that may wait for the consumer thread, all partitions
+    /// together (default 32 MiB, at least 1): as librdkafka's
+    /// `queued.max.messages.kbytes`, no Fetch is sent while they are spent. Memory for
+    /// prefetching stays within this plus one response per broker in flight (each at
+    /// most `fetch.max.bytes`, and no more than the room left), whatever the number
+    /// of partitions.
+    pub fn queued_max_bytes(mut self, bytes: i64) -> Self {
+        self.queued_max_bytes = bytes;
         self
     }
 
@@ -313,8 +322,8 @@ impl RskafkaSourceBuilder {
             backend: BACKEND,
             message,
         };
-        if self.prefetch_batches == 0 {
-            return Err(bad("prefetch_batches must be at least 1".into()));
+        if self.queued_max_bytes < 1 {
+            return Err(bad("queued_max_bytes must be at least 1".into()));
         }
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
@@ -339,7 +348,7 @@ impl RskafkaSourceBuilder {
         Ok(RskafkaConfig {
             consumer,
             assignor: self.assignor,
-            prefetch_batches: self.prefetch_batches,
+            queued_max_bytes: self.queued_max_bytes,
             connect_timeout: self.connect_timeout,
             metadata_max_age: self.metadata_max_age,
             sasl: self.sasl,
@@ -396,7 +405,7 @@ mod tests {
     #[test]
     fn backend_settings_are_checked() {
         assert!(matches!(
-            base().prefetch_batches(0).build_config(),
+            base().queued_max_bytes(0).build_config(),
             Err(ConfigError::Backend {
                 backend: "rskafka",
                 ..

@@ -453,7 +453,13 @@ fn classify(context: &str, e: RsError) -> SourceError {
             ..
         }
     );
-    crate::fetch::with_kind(fatal, context, e)
+    let message = format!("{context}: {e}");
+    let err = if fatal {
+        SourceError::fatal(BACKEND, message)
+    } else {
+        SourceError::transient(BACKEND, message)
+    };
+    err.with_source(e)
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
-//! The pure-Rust Kafka backend of **kafka-thread-manager**, over
-//! [rskafka](https://docs.rs/rskafka).
+//! The pure-Rust Kafka backend of **kafka-thread-manager**.
 //!
-//! rskafka fetches records but has no consumer groups and no committed offsets; this
-//! crate adds both, speaking the group protocol (FindCoordinator, JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, OffsetFetch, OffsetCommit) with
-//! [kafka-protocol](https://docs.rs/kafka-protocol) over its own connections.
+//! It speaks the consumer's whole wire path itself, with
+//! [kafka-protocol](https://docs.rs/kafka-protocol) for request and response framing
+//! over connections of its own: fetching (Fetch, ListOffsets, Metadata, with its own
+//! record-batch decoder) and the group protocol (FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetFetch, OffsetCommit). The
+//! [rskafka](https://docs.rs/rskafka) crate, after which the backend is named, only
+//! produces dead letters ([`RskafkaDeadLetterProducer`]): its consumer keeps headers in a
+//! map, rejects control batches, needs C for lz4 and zstd and opens a connection per
+//! partition.
 //!
 //! - [`RskafkaSource`] implements [`ktm_core::MessageSource`]; build it with
 //!   [`RskafkaSource::builder`].
@@ -43,18 +47,31 @@
 //! - [`RskafkaDeadLetterProducer`] produces dead letters for
 //!   [`FailurePolicy::DeadLetter`](ktm_core::FailurePolicy::DeadLetter), with the same
 //!   connection settings ([`from_config`](RskafkaDeadLetterProducer::from_config)).
-//! - [`pause`](ktm_core::MessageSource::pause) stops a partition's fetch task; the
-//!   batches it had fetched wait and come after the resume, in order. Each poll reports
-//!   the partitions' high watermarks from the fetch responses, for lag in the stats.
+//! - [`pause`](ktm_core::MessageSource::pause) takes a partition out of its broker's
+//!   fetch requests; the batches already fetched wait and come after the resume, in
+//!   order. Each poll reports the partitions' high watermarks (last stable offsets under
+//!   `read_committed`) from the fetch responses, for lag in the stats.
 //! - [`assign`](RskafkaSourceBuilder::assign) reads fixed partitions without membership,
 //!   still fetching and committing offsets under the group id.
-//! - Every assigned partition is fetched by its own task, at most
-//!   [`prefetch_batches`](RskafkaSourceBuilder::prefetch_batches) batches ahead (each up
-//!   to `max.partition.fetch.bytes`), so memory stays bounded whatever the backlog
-//!   (`benches/vs_raw_loop.rs -- --backlog` measures it: on Tansu, the same peak RSS
-//!   for a 100,000- and a 1,000,000-message backlog).
-//! - [`sasl`](RskafkaSourceBuilder::sasl) and `tls` apply to every connection:
-//!   rskafka's (fetching, metadata) and the crate's own group and offset connections,
+//! - **Fetching**: one task and one connection per broker leading assigned
+//!   partitions, one Fetch request covering all of them (in a fetch session, KIP-227,
+//!   where the broker keeps one); leaders from Metadata, moved on
+//!   NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION or a lost
+//!   connection. A consumer holds the brokers' connections plus two: membership, and a
+//!   control connection (offsets, metadata).
+//! - **Records as they were written**: every codec in pure Rust (gzip, snappy raw and
+//!   xerial-framed, lz4 frames, zstd), headers as Kafka's ordered list (repeated keys,
+//!   null and empty values apart), CreateTime or LogAppendTime from the batch, legacy
+//!   message sets (magic 0 and 1) too. Under `read_committed` (the default) aborted
+//!   transactions are dropped and control batches consumed, the position moving past
+//!   them. A batch that cannot be decoded is a fatal error whose source is a
+//!   [`DecodeError`] naming topic, partition and offset.
+//! - **Bounded memory**: one prefetch budget for all partitions,
+//!   [`queued_max_bytes`](RskafkaSourceBuilder::queued_max_bytes) (default 32 MiB);
+//!   prefetched memory stays within it plus one response per broker in flight, each
+//!   asking for no more than the room left (at most `fetch.max.bytes`).
+//! - [`sasl`](RskafkaSourceBuilder::sasl) and `tls` apply to every connection (and to
+//!   the dead-letter producer's): the fetch, group and control connections,
 //!   which do the TLS handshake (checking the broker's certificate against its host
 //!   name) and then SaslHandshake v1 and SaslAuthenticate v2 with `PLAIN`,
 //!   `SCRAM-SHA-256` or `SCRAM-SHA-512` (RFC 5802/7677; the server signature is
@@ -62,10 +79,8 @@
 //!   source chain), never retried; a refused certificate is fatal too.
 //!
 //! # Cargo features
-//! The default build needs no C compiler (gzip and snappy are pure Rust). These need
-//! one: `tls` (rustls with ring), `compression-lz4`, `compression-zstd`, and
-//! `compression-c` (both codecs). Without a codec, batches compressed with it fail to
-//! decode and `poll` reports the error.
+//! The default build needs no C compiler, every codec included. `tls` (rustls with
+//! ring) needs one.
 //!
 //! # Limitations
 //! - SASL and TLS on the group and offset connections are tested only against the
@@ -76,9 +91,6 @@
 //!   done: a broker that closes the connection when the session lifetime ends causes
 //!   a reconnect, which authenticates again. `OAUTHBEARER` and `GSSAPI` are not
 //!   supported.
-//! - rskafka keeps record headers in a map: duplicate header keys collapse to one,
-//!   headers come back sorted by key, and a header with a null value reads as empty.
-//! - rskafka reads with isolation `read_committed` and fetches with Fetch v4.
 //! - Until the brokers are reachable, a `poll` may take up to `connect_timeout` before
 //!   it reports its transient error (it is cancel-safe, so `stop()` never waits for it).
 //! - A committed offset past the log end is detected only when the broker answers the
@@ -97,13 +109,14 @@
 mod auth;
 mod backoff;
 mod config;
-mod convert;
 mod dead_letter;
 mod fetch;
 mod group;
 mod io;
+mod records;
 mod reset;
 mod source;
+mod wire;
 
 pub use auth::AuthError;
 pub use config::{RskafkaConfig, RskafkaSourceBuilder, SaslCredentials, SaslMechanism};
@@ -111,6 +124,7 @@ pub use dead_letter::{
     RskafkaDeadLetterProducer, RskafkaDeadLetterProducerBuilder, DEFAULT_SEND_TIMEOUT,
 };
 pub use group::Assignor;
+pub use records::{DecodeError, DecodeErrorKind};
 #[doc(hidden)]
 pub use source::CrashSwitch;
 pub use source::RskafkaSource;

@@ -444,10 +444,10 @@ fn a_paused_partition_stops_while_the_member_stays_and_resumes_right_after_the_l
     let p0 = TopicPartition::new(topic.as_str(), 0);
     let mut source = common::source(&bootstrap, &unique("g"))
         .topics([topic.as_str()])
-        // Small fetches and one batch ahead: partition 0 is many fetches long, so the
-        // pause comes while its task is still fetching.
+        // Small fetches and a small prefetch budget: partition 0 is many fetches long,
+        // so the pause comes while it is still being fetched.
         .max_partition_fetch_bytes(1024)
-        .prefetch_batches(1)
+        .queued_max_bytes(2048)
         .build()
         .unwrap();
     rt.block_on(async {

@@ -8,8 +8,8 @@ use kafka_protocol::ResponseError;
 use ktm_core::SourceError;
 use tracing::debug;
 
-use super::conn::{Conn, ConnError};
-use super::transport::Security;
+use crate::wire::conn::{Conn, ConnError};
+use crate::wire::transport::Security;
 use super::Assignor;
 use crate::BACKEND;
 

@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ktm_core::{SourceError, TopicPartition};
-use rskafka::client::Client;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::coordinator::GroupSettings;
 use super::member::Member;
-use super::offsets::CommitIdentity;
+use super::control::{CommitIdentity, SharedControl};
 
 /// An assignment change, for the source to act on at its next poll.
 #[derive(Debug)]
@@ -115,12 +114,12 @@ pub(crate) struct GroupHandle {
 
 impl GroupHandle {
     /// Starts the member task on the I/O thread's runtime `io`.
-    pub(crate) fn spawn(io: &Handle, settings: Arc<GroupSettings>, client: Arc<Client>) -> Self {
+    pub(crate) fn spawn(io: &Handle, settings: Arc<GroupSettings>, control: SharedControl) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let (leave, leave_rx) = oneshot::channel();
         let shared = Arc::new(Shared::default());
         shared.poll_clock.polled();
-        let member = Member::new(settings, client, tx, Arc::clone(&shared));
+        let member = Member::new(settings, control, tx, Arc::clone(&shared));
         Self {
             events,
             leave: Some(leave),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rskafka::client::Client;
+use super::control::SharedControl;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -19,20 +19,18 @@ pub(super) type PartitionCounts = BTreeMap<String, i32>;
 /// Reads how many partitions each of `topics` has; topics that do not exist are left
 /// out (so that their appearing later is a change).
 pub(super) async fn partition_counts(
-    client: &Client,
+    control: &SharedControl,
     topics: &BTreeSet<String>,
 ) -> Result<PartitionCounts, GroupError> {
-    let listed = client
-        .list_topics()
+    let metadata = control
+        .lock()
         .await
-        .map_err(|e| GroupError::Invalid(format!("listing topics: {e}")))?;
-    Ok(listed
+        .metadata(topics.iter().map(String::as_str))
+        .await?;
+    Ok(metadata
+        .topics
         .into_iter()
-        .filter(|t| topics.contains(&t.name))
-        .map(|t| {
-            let n = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
-            (t.name, n)
-        })
+        .map(|(name, t)| (name, i32::try_from(t.leaders.len()).unwrap_or(i32::MAX)))
         .collect())
 }
 
@@ -65,11 +63,11 @@ impl MetadataWatch {
     /// `patience` (the caller must keep heartbeating). A description of the change when
     /// the topics no longer match what was assigned; `None` otherwise, or when the
     /// metadata could not be read (the next look tries again).
-    pub(super) async fn look(&mut self, client: &Client, patience: Duration) -> Option<String> {
+    pub(super) async fn look(&mut self, control: &SharedControl, patience: Duration) -> Option<String> {
         if !self.due(Instant::now()) {
             return None;
         }
-        match tokio::time::timeout(patience, partition_counts(client, &self.topics)).await {
+        match tokio::time::timeout(patience, partition_counts(control, &self.topics)).await {
             Ok(Ok(current)) => changes(&self.assigned_from, &current),
             Ok(Err(e)) => {
                 debug!(error = %e, "reading the subscribed topics' metadata failed; looking again later");

@@ -2,18 +2,15 @@
 //! (join, sync, heartbeat, leave), the assignors, and committed offsets, spoken with
 //! `kafka-protocol` over connections of our own.
 
-mod answers;
+pub(crate) mod answers;
 mod assignor;
-mod conn;
 mod coordinator;
 mod member;
 mod membership;
 mod metadata_watch;
-mod offsets;
+mod control;
 mod protocol;
-mod sasl;
 mod sync;
-mod transport;
 
 #[cfg(test)]
 mod fake_wire;
@@ -29,5 +26,5 @@ mod tls_tests;
 pub use assignor::Assignor;
 pub(crate) use coordinator::GroupSettings;
 pub(crate) use membership::{GroupEvent, GroupHandle};
-pub(crate) use offsets::{CommitIdentity, OffsetClient};
-pub(crate) use transport::Security;
+pub(crate) use control::{CommitIdentity, ControlClient, SharedControl};
+pub(crate) use crate::wire::Security;

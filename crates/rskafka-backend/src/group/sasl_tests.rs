@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use super::coordinator::{connect_coordinator, GroupError, GroupSettings};
 use super::fake_wire::{api_versions, read_request, respond};
-use super::transport::Security;
+use crate::wire::transport::Security;
 use super::Assignor;
 use crate::auth::scram::{h, hmac, Keys, ScramHash};
 use crate::auth::AuthError;

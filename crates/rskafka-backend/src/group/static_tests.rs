@@ -26,16 +26,15 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use ktm_core::TopicPartition;
-use rskafka::client::{Client, ClientBuilder};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::coordinator::GroupSettings;
 use super::fake_wire::{api_versions, read_request, respond};
 use super::membership::{GroupEvent, GroupHandle};
-use super::offsets::CommitIdentity;
+use super::control::{CommitIdentity, ControlClient};
 use super::protocol::encode_assignment;
-use super::transport::Security;
+use crate::wire::transport::Security;
 use super::Assignor;
 
 /// The generation the fake group stays at.
@@ -179,7 +178,7 @@ impl Coordinator {
                     respond(&mut out, c, &api_versions(&SERVED), v);
                 }
                 ApiKey::Metadata => {
-                    // rskafka's client asks once when it is built.
+                    // The leader asks for its topics' partition counts.
                     let _ = MetadataRequest::decode(&mut buf, v).unwrap();
                     let resp = MetadataResponse::default()
                         .with_brokers(vec![MetadataResponseBroker::default()
@@ -308,16 +307,13 @@ fn settings(addr: &str, instance: Option<&str>) -> Arc<GroupSettings> {
     })
 }
 
-/// A member task of `settings`, with an rskafka client built against the fake (as
-/// the source builds one: it is only used when the member leads).
-async fn spawn(addr: &str, settings: Arc<GroupSettings>) -> GroupHandle {
-    let client: Arc<Client> = Arc::new(
-        ClientBuilder::new(vec![addr.to_owned()])
-            .build()
-            .await
-            .unwrap(),
-    );
-    GroupHandle::spawn(&tokio::runtime::Handle::current(), settings, client)
+/// A member task of `settings`, with a control client of its own against the fake
+/// (the member uses it for Metadata when it leads).
+async fn spawn(_addr: &str, settings: Arc<GroupSettings>) -> GroupHandle {
+    let control = Arc::new(tokio::sync::Mutex::new(ControlClient::new(Arc::clone(
+        &settings,
+    ))));
+    GroupHandle::spawn(&tokio::runtime::Handle::current(), settings, control)
 }
 
 async fn next_event(handle: &mut GroupHandle) -> Option<GroupEvent> {

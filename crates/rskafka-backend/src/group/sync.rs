@@ -15,11 +15,11 @@ use tracing::debug;
 
 use super::answers::JoinGroupAnswer;
 use super::assignor::{assign, Assignor};
-use super::conn::Conn;
+use crate::wire::conn::Conn;
 use super::coordinator::{check, GroupError};
 use super::member::Member;
 use super::metadata_watch::{partition_counts, MetadataWatch};
-use super::offsets::CommitIdentity;
+use super::control::CommitIdentity;
 use super::protocol::{
     decode_assignment, decode_member_metadata, encode_assignment, encode_member_metadata,
     MemberMetadata,
@@ -180,7 +180,7 @@ async fn leader_assignments(
         .flat_map(|(_, m)| &m.topics)
         .cloned()
         .collect();
-    let counts = partition_counts(&m.client, &wanted).await?;
+    let counts = partition_counts(&m.control, &wanted).await?;
     let plan = assign(assignor, &members, &counts);
     debug!(?assignor, ?plan, "leader assignment");
     let assignments = plan

@@ -1,15 +1,13 @@
 //! Applying assignment changes from the group (or the static assignment): commits of
-//! what is given up, under the generation that owns it, and fetchers for what is added.
+//! what is given up, under the generation that owns it, and the fetch path told of what is added.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ktm_core::{Offsets, PollBatch, SourceError, SourceEvent, TopicPartition};
-use rskafka::client::Client;
 use tracing::warn;
 
 use super::{Pending, RskafkaSource, NOT_A_MEMBER};
-use crate::fetch::Fetcher;
 use crate::BACKEND;
 
 impl RskafkaSource {
@@ -18,9 +16,9 @@ impl RskafkaSource {
         &self,
         partitions: Vec<TopicPartition>,
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
-        let offsets = Arc::clone(&self.offsets);
+        let control = Arc::clone(&self.control);
         self.io()?
-            .run(async move { offsets.lock().await.fetch(&partitions).await })
+            .run(async move { control.lock().await.fetch(&partitions).await })
             .await?
             .map_err(|e| e.into_source_error("fetching committed offsets"))
     }
@@ -33,20 +31,16 @@ impl RskafkaSource {
                 return Err(SourceError::transient(BACKEND, NOT_A_MEMBER));
             }
         }
-        let offsets = Arc::clone(&self.offsets);
+        let control = Arc::clone(&self.control);
         let identity = self.identity.clone();
         self.io()?
-            .run(async move { offsets.lock().await.commit(&identity, &positions).await })
+            .run(async move { control.lock().await.commit(&identity, &positions).await })
             .await?
             .map_err(|e| e.into_source_error("committing offsets"))
     }
 
     /// Applies the pending assignment change, pushing its event.
-    pub(super) async fn apply_pending(
-        &mut self,
-        client: &Arc<Client>,
-        batch: &mut PollBatch,
-    ) -> Result<(), SourceError> {
+    pub(super) async fn apply_pending(&mut self, batch: &mut PollBatch) -> Result<(), SourceError> {
         match &mut self.pending {
             Some(Pending::Assign {
                 identity,
@@ -80,20 +74,14 @@ impl RskafkaSource {
                 } else {
                     self.fetch_committed(added.clone()).await?
                 };
-                let io = self.io()?.handle().clone();
+                let engine = self.engine.as_ref().ok_or_else(|| {
+                    SourceError::transient(BACKEND, "the fetch path is not running")
+                })?;
                 for tp in &added {
                     self.next_epoch += 1;
                     let start = committed.get(tp).copied().flatten();
-                    let fetcher = Fetcher::spawn(
-                        &io,
-                        Arc::clone(client),
-                        tp.clone(),
-                        start,
-                        self.next_epoch,
-                        Arc::clone(&self.fetch_settings),
-                        self.tx.clone(),
-                    );
-                    self.owned.insert(tp.clone(), fetcher);
+                    let owned = engine.add(tp.clone(), start, self.next_epoch);
+                    self.owned.insert(tp.clone(), owned);
                 }
                 if !added.is_empty() {
                     batch.push_event(SourceEvent::Assigned(added));

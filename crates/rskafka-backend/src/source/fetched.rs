@@ -1,4 +1,4 @@
-//! What the partition fetchers send: records into the poll's batch (or held while their
+//! What the fetch path sends: records into the poll's batch (or held while their
 //! partition is paused), high watermarks, failures.
 
 use ktm_core::{PollBatch, SourceError, TopicPartition};
@@ -15,13 +15,13 @@ impl RskafkaSource {
         batch: &mut PollBatch,
     ) -> Result<bool, SourceError> {
         let epoch = item.epoch();
-        let Some(fetcher) = self.owned.values_mut().find(|f| f.epoch == epoch) else {
+        let Some(partition) = self.owned.values_mut().find(|f| f.epoch == epoch) else {
             return Ok(false);
         };
         match item {
-            FetchItem::Records { high_watermark, .. } if fetcher.must_hold() => {
-                fetcher.note_high_watermark(high_watermark);
-                fetcher.hold(item);
+            FetchItem::Records { high_watermark, .. } if partition.must_hold() => {
+                partition.note_high_watermark(high_watermark);
+                partition.hold(item);
                 Ok(false)
             }
             FetchItem::Records {
@@ -29,14 +29,14 @@ impl RskafkaSource {
                 high_watermark,
                 ..
             } => {
-                fetcher.note_high_watermark(high_watermark);
+                partition.note_high_watermark(high_watermark);
                 for m in messages {
                     batch.push(m);
                 }
                 Ok(true)
             }
             FetchItem::HighWatermark { high_watermark, .. } => {
-                fetcher.note_high_watermark(high_watermark);
+                partition.note_high_watermark(high_watermark);
                 Ok(false)
             }
             FetchItem::Failed { error, .. } => Err(error),
@@ -46,8 +46,8 @@ impl RskafkaSource {
     /// Returns the batches held for partitions resumed since: `true` if there were any.
     pub(super) fn release_held(&mut self, batch: &mut PollBatch) -> bool {
         let mut released = false;
-        for fetcher in self.owned.values_mut() {
-            let Some(held) = fetcher.take_held() else {
+        for partition in self.owned.values_mut() {
+            let Some(held) = partition.take_held() else {
                 continue;
             };
             for item in held {
@@ -65,8 +65,8 @@ impl RskafkaSource {
     /// Reports each owned partition's high watermark received since the last report,
     /// once: several batches of one poll must not report it several times.
     pub(super) fn report_high_watermarks(&mut self, batch: &mut PollBatch) {
-        for (tp, fetcher) in &mut self.owned {
-            if let Some(hw) = fetcher.take_high_watermark() {
+        for (tp, partition) in &mut self.owned {
+            if let Some(hw) = partition.take_high_watermark() {
                 batch.set_high_watermark(tp.clone(), hw);
             }
         }
@@ -77,7 +77,7 @@ impl RskafkaSource {
     pub(super) fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) {
         for tp in partitions {
             match self.owned.get_mut(tp) {
-                Some(fetcher) => fetcher.set_paused(paused),
+                Some(partition) => partition.set_paused(paused),
                 None => debug!(partition = %tp, paused, "not owned; pause or resume ignored"),
             }
         }

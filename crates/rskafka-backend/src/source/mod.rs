@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ktm_core::{async_trait, MessageSource, Offsets, PollBatch, SourceError, TopicPartition};
-use rskafka::client::Client;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::config::{RskafkaConfig, RskafkaSourceBuilder};
-use crate::fetch::{FetchItem, FetchSettings, Fetcher};
+use crate::fetch::{FetchEngine, FetchItem, FetchSettings, Owned};
 use crate::group::CommitIdentity;
-use crate::group::{GroupEvent, GroupHandle, GroupSettings, OffsetClient, Security};
+use crate::group::{ControlClient, GroupEvent, GroupHandle, GroupSettings, Security, SharedControl};
 use crate::io::IoThread;
 use crate::BACKEND;
 
@@ -35,13 +34,14 @@ pub struct RskafkaSource {
     fetch_settings: Arc<FetchSettings>,
     /// Every connection and background task lives there; started by the first poll.
     io: Option<IoThread>,
-    client: Option<Arc<Client>>,
+    /// The fetch path, started by the first poll.
+    engine: Option<FetchEngine>,
     group: Option<GroupHandle>,
-    /// Used on the I/O thread only.
-    offsets: Arc<tokio::sync::Mutex<OffsetClient>>,
+    /// Offsets and metadata, on the I/O thread only.
+    control: SharedControl,
     tx: mpsc::UnboundedSender<FetchItem>,
     rx: mpsc::UnboundedReceiver<FetchItem>,
-    owned: BTreeMap<TopicPartition, Fetcher>,
+    owned: BTreeMap<TopicPartition, Owned>,
     identity: CommitIdentity,
     stored: Offsets,
     pending: Option<Pending>,
@@ -80,7 +80,7 @@ impl fmt::Debug for RskafkaSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RskafkaSource")
             .field("config", &self.config)
-            .field("connected", &self.client.is_some())
+            .field("started", &self.engine.is_some())
             .field("owned", &self.owned.keys().collect::<Vec<_>>())
             .field("identity", &self.identity)
             .finish_non_exhaustive()
@@ -115,21 +115,26 @@ impl RskafkaSource {
         });
         let fetch_settings = Arc::new(FetchSettings {
             min_bytes: c.fetch_min_bytes,
-            max_bytes: c.max_partition_fetch_bytes.min(c.fetch_max_bytes),
-            max_wait_ms: i32::try_from(c.fetch_max_wait.as_millis()).unwrap_or(i32::MAX),
+            max_bytes: c.fetch_max_bytes,
+            partition_max_bytes: c.max_partition_fetch_bytes.min(c.fetch_max_bytes),
+            max_wait: c.fetch_max_wait,
             reset: c.offset_reset,
-            prefetch_batches: config.prefetch_batches,
+            read_committed: true,
+            queued_max_bytes: config.queued_max_bytes,
+            client_id: c.client_id.clone(),
+            security: group_settings.security.clone(),
+            request_timeout: config.connect_timeout,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
-            offsets: Arc::new(tokio::sync::Mutex::new(OffsetClient::new(Arc::clone(
+            control: Arc::new(tokio::sync::Mutex::new(ControlClient::new(Arc::clone(
                 &group_settings,
             )))),
             group_settings,
             fetch_settings,
             config,
             io: None,
-            client: None,
+            engine: None,
             group: None,
             tx,
             rx,
@@ -193,15 +198,14 @@ impl RskafkaSource {
         if let Some(g) = &self.group {
             g.polled();
         }
-        let client = self.client().await?;
-        self.start(&client)?;
+        self.start()?;
         if self.pending.is_none() && self.release_held(batch) {
             self.drain_ready(batch);
             return Ok(());
         }
         loop {
             if self.pending.is_some() {
-                self.apply_pending(&client, batch).await?;
+                self.apply_pending(batch).await?;
                 self.drain_ready(batch);
                 return Ok(());
             }
@@ -306,7 +310,7 @@ impl MessageSource for RskafkaSource {
                 warn!("leaving the group timed out; the session will expire");
             }
         }
-        self.client = None;
+        self.engine = None;
         // Ends every task and connection of the source.
         self.io = None;
         Ok(())

@@ -120,7 +120,7 @@ impl Member {
                     // never costs the session.
                     let patience = self.settings.heartbeat_interval;
                     if let Some(watch) = watch.as_deref_mut() {
-                        if let Some(change) = watch.look(&self.client, patience).await {
+                        if let Some(change) = watch.look(&self.control, patience).await {
                             info!(group = %self.settings.group_id, %change, "the subscribed topics changed: rejoining so the group is assigned anew");
                             return After::Rebalance;
                         }

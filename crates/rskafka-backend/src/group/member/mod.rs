@@ -17,11 +17,11 @@ use kafka_protocol::messages::{GroupId, LeaveGroupRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use ktm_core::TopicPartition;
-use rskafka::client::Client;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::conn::Conn;
+use super::control::SharedControl;
+use crate::wire::conn::Conn;
 use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
 use super::membership::{GroupEvent, Shared};
 use super::metadata_watch::MetadataWatch;
@@ -31,7 +31,8 @@ use heartbeat::After;
 
 pub(super) struct Member {
     pub(super) settings: Arc<GroupSettings>,
-    pub(super) client: Arc<Client>,
+    /// For the leader's Metadata requests.
+    pub(super) control: SharedControl,
     tx: mpsc::UnboundedSender<GroupEvent>,
     shared: Arc<Shared>,
     pub(super) conn: Option<Conn>,
@@ -49,7 +50,7 @@ pub(super) struct Member {
 impl Member {
     pub(super) fn new(
         settings: Arc<GroupSettings>,
-        client: Arc<Client>,
+        control: SharedControl,
         tx: mpsc::UnboundedSender<GroupEvent>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -59,7 +60,7 @@ impl Member {
                 settings.heartbeat_interval.max(Duration::from_secs(1)),
             ),
             settings,
-            client,
+            control,
             tx,
             shared,
             conn: None,

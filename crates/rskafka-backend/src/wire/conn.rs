@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse,
     FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
@@ -21,7 +23,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::answers::{JoinGroupAnswer, SyncGroupAnswer};
+use crate::group::answers::{JoinGroupAnswer, SyncGroupAnswer};
 use super::sasl;
 use super::transport::{self, BoxStream, Security};
 use crate::auth::AuthError;
@@ -120,7 +122,16 @@ macro_rules! requests {
 // layouts. LeaveGroup is sent by dynamic members only: a static member, as in Java
 // and librdkafka, lets its session expire. FindCoordinator v4 batches keys; OffsetFetch
 // v8 batches groups; OffsetCommit v9 belongs to the KIP-848 protocol.
+//
+// The fetch path: Fetch v4 brings isolation levels, the last stable offset and the
+// aborted-transaction list; v7 fetch sessions (KIP-227); v12 is the last that names
+// topics (v13 switches to topic ids). ListOffsets v2 takes the isolation level (latest
+// under read_committed is the last stable offset); v7 is the last before tiered
+// storage. Metadata v1 has leader ids and rack; v12 is the newest librdkafka 2.12 sends.
 requests! {
+    FetchRequest => FetchResponse, Fetch, 4..=12;
+    ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1..=7;
+    MetadataRequest => MetadataResponse, Metadata, 1..=12;
     ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0..=0;
     FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 1..=3;
     JoinGroupRequest => JoinGroupAnswer, JoinGroup, 1..=5;

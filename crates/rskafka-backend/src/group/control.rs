@@ -1,5 +1,6 @@
-//! Committed offsets: OffsetFetch and OffsetCommit on a coordinator connection of the
-//! source's own (a JoinGroup on the membership connection may take seconds).
+//! The source's control connection, to the group coordinator: committed offsets
+//! (OffsetFetch, OffsetCommit) and the fetch path's Metadata requests. It is not the
+//! membership connection, where a JoinGroup may be held for seconds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use kafka_protocol::protocol::StrBytes;
 use ktm_core::{Offsets, TopicPartition};
 use tracing::debug;
 
-use super::conn::Conn;
+use crate::wire::conn::Conn;
+use crate::wire::{cluster_metadata, ClusterMetadata};
 use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
 
 /// The group's generation and this member's id, as commits must carry them
@@ -24,14 +26,18 @@ pub(crate) struct CommitIdentity {
     pub(crate) member_id: String,
 }
 
-/// A lazily connected coordinator connection for offsets.
+/// The control client as the source, the member and the fetch path share it (on the
+/// I/O thread only).
+pub(crate) type SharedControl = Arc<tokio::sync::Mutex<ControlClient>>;
+
+/// A lazily connected coordinator connection for offsets and metadata.
 #[derive(Debug)]
-pub(crate) struct OffsetClient {
+pub(crate) struct ControlClient {
     settings: Arc<GroupSettings>,
     conn: Option<Conn>,
 }
 
-impl OffsetClient {
+impl ControlClient {
     pub(crate) fn new(settings: Arc<GroupSettings>) -> Self {
         Self {
             settings,
@@ -56,6 +62,24 @@ impl OffsetClient {
             }
             _ => self.conn = Some(conn),
         }
+    }
+
+    /// What the cluster says about `topics`: their partitions' leaders, the brokers.
+    pub(crate) async fn metadata(
+        &mut self,
+        topics: impl IntoIterator<Item = &str>,
+    ) -> Result<ClusterMetadata, GroupError> {
+        let mut conn = self.take_conn().await?;
+        let result = cluster_metadata(&mut conn, topics)
+            .await
+            .map_err(GroupError::from);
+        match &result {
+            Ok(_) => self.conn = Some(conn),
+            // Any error here is the connection's (the answer has no error of its own
+            // that a new connection would not fix).
+            Err(e) => debug!(error = %e, "dropping the control connection"),
+        }
+        result
     }
 
     /// The committed position of each partition; `None` when the group has none.

@@ -1,0 +1,13 @@
+//! The Kafka wire, spoken with `kafka-protocol` over connections of our own: one
+//! request at a time per connection, API versions negotiated on connect, TLS and SASL
+//! when configured. The group member, the control connection (offsets, metadata) and
+//! the fetch path all use it.
+
+pub(crate) mod conn;
+pub(crate) mod metadata;
+pub(crate) mod sasl;
+pub(crate) mod transport;
+
+pub(crate) use conn::{Conn, ConnError};
+pub(crate) use transport::Security;
+pub(crate) use metadata::{cluster_metadata, ClusterMetadata, Leader};
