@@ -71,12 +71,23 @@ pub(super) fn decompress(
     input: &[u8],
     lz4_header: Lz4Header,
 ) -> Result<Bytes, DecodeErrorKind> {
+    decompress_capped(codec, input, lz4_header, MAX_DECOMPRESSED)
+}
+
+/// [`decompress`] with the cap as a parameter, so tests can reach it cheaply.
+pub(super) fn decompress_capped(
+    codec: Codec,
+    input: &[u8],
+    lz4_header: Lz4Header,
+    limit: usize,
+) -> Result<Bytes, DecodeErrorKind> {
+    let cap = Cap { codec, limit };
     let out = match codec {
         Codec::None => return Ok(Bytes::copy_from_slice(input)),
-        Codec::Gzip => read_capped(codec, flate2::read::MultiGzDecoder::new(input), input.len()),
-        Codec::Snappy => snappy(input),
-        Codec::Lz4 => lz4(input, lz4_header),
-        Codec::Zstd => zstd(input),
+        Codec::Gzip => cap.read(flate2::read::MultiGzDecoder::new(input), input.len()),
+        Codec::Snappy => snappy(input, cap),
+        Codec::Lz4 => lz4(input, lz4_header, cap),
+        Codec::Zstd => zstd(input, cap),
     }?;
     Ok(Bytes::from(out))
 }
@@ -89,31 +100,47 @@ fn failed(codec: Codec, message: impl ToString) -> DecodeErrorKind {
     }
 }
 
-fn too_large(codec: Codec) -> DecodeErrorKind {
-    DecodeErrorKind::TooLarge {
-        codec: codec.name(),
-        limit: MAX_DECOMPRESSED,
-    }
+/// The most bytes one codec's output may reach.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    codec: Codec,
+    limit: usize,
 }
 
-/// Reads a decompressing reader to its end, failing past [`MAX_DECOMPRESSED`].
-fn read_capped(
-    codec: Codec,
-    reader: impl Read,
-    compressed_len: usize,
-) -> Result<Vec<u8>, DecodeErrorKind> {
-    // Most batches compress 2-5 to 1: a first guess that saves a few regrowths.
-    let mut out = Vec::with_capacity(compressed_len.saturating_mul(4).min(MAX_DECOMPRESSED));
-    // One byte past the cap tells "exactly at the cap" from "over it".
-    let limit = MAX_DECOMPRESSED as u64 + 1;
-    reader
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| failed(codec, e))?;
-    if out.len() > MAX_DECOMPRESSED {
-        return Err(too_large(codec));
+impl Cap {
+    fn exceeded(self) -> DecodeErrorKind {
+        DecodeErrorKind::TooLarge {
+            codec: self.codec.name(),
+            limit: self.limit,
+        }
     }
-    Ok(out)
+
+    /// A first capacity for the output: most batches compress 2-5 to 1, so four times
+    /// the input saves a few regrowths.
+    fn guess(self, compressed_len: usize) -> Vec<u8> {
+        Vec::with_capacity(compressed_len.saturating_mul(4).min(self.limit))
+    }
+
+    /// Appends what `reader` decompresses to `out`, failing once `out` is past the cap.
+    fn read_into(self, reader: impl Read, out: &mut Vec<u8>) -> Result<(), DecodeErrorKind> {
+        // One byte past the cap tells "exactly at the cap" from "over it".
+        let room = self.limit.saturating_sub(out.len()) as u64 + 1;
+        reader
+            .take(room)
+            .read_to_end(out)
+            .map_err(|e| failed(self.codec, e))?;
+        if out.len() > self.limit {
+            return Err(self.exceeded());
+        }
+        Ok(())
+    }
+
+    /// Reads a decompressing reader to its end.
+    fn read(self, reader: impl Read, compressed_len: usize) -> Result<Vec<u8>, DecodeErrorKind> {
+        let mut out = self.guess(compressed_len);
+        self.read_into(reader, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// The xerial snappy-java stream header: magic `0x82 "SNAPPY" 0`, then a version and a
@@ -126,7 +153,7 @@ const XERIAL_HEADER_LEN: usize = 16;
 /// Detected by its magic, as librdkafka does; raw snappy cannot begin with it (after the
 /// length varint `0x82 0x53`, the first tag `N` would be a copy, with nothing decoded
 /// yet to copy from).
-fn snappy(input: &[u8]) -> Result<Vec<u8>, DecodeErrorKind> {
+fn snappy(input: &[u8], cap: Cap) -> Result<Vec<u8>, DecodeErrorKind> {
     let codec = Codec::Snappy;
     let blocks = match input.strip_prefix(XERIAL_MAGIC) {
         Some(_) if input.len() >= XERIAL_HEADER_LEN => xerial_blocks(&input[XERIAL_HEADER_LEN..])?,
@@ -139,8 +166,8 @@ fn snappy(input: &[u8]) -> Result<Vec<u8>, DecodeErrorKind> {
         let len = snap::raw::decompress_len(block).map_err(|e| failed(codec, e))?;
         total = total
             .checked_add(len)
-            .filter(|&t| t <= MAX_DECOMPRESSED)
-            .ok_or_else(|| too_large(codec))?;
+            .filter(|&t| t <= cap.limit)
+            .ok_or_else(|| cap.exceeded())?;
     }
     let mut out = vec![0; total];
     let mut decoder = snap::raw::Decoder::new();
@@ -178,17 +205,12 @@ fn xerial_blocks(mut input: &[u8]) -> Result<Vec<&[u8]>, DecodeErrorKind> {
 }
 
 /// LZ4: the standard frame format (one or more frames), decoded by lz4_flex.
-fn lz4(input: &[u8], header: Lz4Header) -> Result<Vec<u8>, DecodeErrorKind> {
+fn lz4(input: &[u8], header: Lz4Header, cap: Cap) -> Result<Vec<u8>, DecodeErrorKind> {
     match header {
-        Lz4Header::Standard => read_capped(
-            Codec::Lz4,
-            lz4_flex::frame::FrameDecoder::new(input),
-            input.len(),
-        ),
+        Lz4Header::Standard => cap.read(lz4_flex::frame::FrameDecoder::new(input), input.len()),
         Lz4Header::KafkaLegacy => {
             let fixed = fix_lz4_header_checksum(input)?;
-            read_capped(
-                Codec::Lz4,
+            cap.read(
                 lz4_flex::frame::FrameDecoder::new(fixed.as_slice()),
                 input.len(),
             )
@@ -224,11 +246,11 @@ fn fix_lz4_header_checksum(input: &[u8]) -> Result<Vec<u8>, DecodeErrorKind> {
 /// Zstandard: every frame in turn (a producer may write several back to back, and the
 /// format allows skippable frames between them), each checked against its content
 /// checksum when it has one.
-fn zstd(mut input: &[u8]) -> Result<Vec<u8>, DecodeErrorKind> {
+fn zstd(mut input: &[u8], cap: Cap) -> Result<Vec<u8>, DecodeErrorKind> {
     use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 
     let codec = Codec::Zstd;
-    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(MAX_DECOMPRESSED));
+    let mut out = cap.guess(input.len());
     while !input.is_empty() {
         let mut frame = match ruzstd::decoding::StreamingDecoder::new(&mut input) {
             Ok(frame) => frame,
@@ -244,15 +266,7 @@ fn zstd(mut input: &[u8]) -> Result<Vec<u8>, DecodeErrorKind> {
             }
             Err(e) => return Err(failed(codec, e)),
         };
-        // The cap left for this frame, plus one byte to see it crossed.
-        let room = (MAX_DECOMPRESSED - out.len()) as u64 + 1;
-        (&mut frame)
-            .take(room)
-            .read_to_end(&mut out)
-            .map_err(|e| failed(codec, e))?;
-        if out.len() > MAX_DECOMPRESSED {
-            return Err(too_large(codec));
-        }
+        cap.read_into(&mut frame, &mut out)?;
         let decoder = &frame.decoder;
         if let (Some(expected), Some(computed)) = (
             decoder.get_checksum_from_data(),

@@ -16,10 +16,6 @@ mod legacy;
 mod reader;
 
 #[cfg(test)]
-mod encode;
-#[cfg(test)]
-mod props;
-#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
