@@ -3,6 +3,7 @@
 //! zstd (ruzstd).
 
 use std::io::Read;
+use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
 
@@ -82,13 +83,17 @@ pub(super) fn decompress_capped(
     limit: usize,
 ) -> Result<Bytes, DecodeErrorKind> {
     let cap = Cap { codec, limit };
-    let out = match codec {
-        Codec::None => return Ok(Bytes::copy_from_slice(input)),
+    // The decompressors are other crates' code fed bytes from the network: should one
+    // panic on input it did not foresee, that is a corrupt batch to report, not a
+    // reason to take the fetching thread down.
+    let out = panic::catch_unwind(AssertUnwindSafe(|| match codec {
+        Codec::None => Ok(input.to_vec()),
         Codec::Gzip => cap.read(flate2::read::MultiGzDecoder::new(input), input.len()),
         Codec::Snappy => snappy(input, cap),
         Codec::Lz4 => lz4(input, lz4_header, cap),
         Codec::Zstd => zstd(input, cap),
-    }?;
+    }))
+    .unwrap_or_else(|_| Err(failed(codec, "the decompressor panicked")))?;
     Ok(Bytes::from(out))
 }
 
