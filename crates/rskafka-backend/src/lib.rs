@@ -124,6 +124,7 @@ pub use dead_letter::{
     RskafkaDeadLetterProducer, RskafkaDeadLetterProducerBuilder, DEFAULT_SEND_TIMEOUT,
 };
 pub use group::Assignor;
+// The decoder's errors reach users as the source of the fatal error `poll` reports.
 pub use records::{DecodeError, DecodeErrorKind};
 #[doc(hidden)]
 pub use source::CrashSwitch;
