@@ -66,10 +66,7 @@ fn partition_error(tp: &TopicPartition, request: &str, e: ResponseError) -> Sour
 /// The part of the state for `tp` if it is still the assignment and position the
 /// answer was for.
 fn current<'a>(state: &'a mut State, tp: &TopicPartition, asked: Position) -> Option<&'a mut Part> {
-    state
-        .partitions
-        .get_mut(tp)
-        .filter(|p| p.position == asked)
+    state.partitions.get_mut(tp).filter(|p| p.position == asked)
 }
 
 /// Settles positions from log ranges; `true` if something went wrong.
@@ -197,7 +194,14 @@ pub(super) fn apply_response(
                             first_offset: a.first_offset,
                         })
                         .collect();
-                    Some(read_partition(data, aborted, asked.offset, &name, tp.partition(), read_committed))
+                    Some(read_partition(
+                        data,
+                        aborted,
+                        asked.offset,
+                        &name,
+                        tp.partition(),
+                        read_committed,
+                    ))
                 }
                 _ => None,
             };
@@ -281,7 +285,10 @@ fn deliver(
         }
         // Older brokers (and some others) cut a batch that does not fit, rather than
         // sending it whole (KIP-74): ask for more next time.
-        part.max_bytes = part.max_bytes.saturating_mul(2).min(LARGEST_PARTITION_FETCH);
+        part.max_bytes = part
+            .max_bytes
+            .saturating_mul(2)
+            .min(LARGEST_PARTITION_FETCH);
         debug!(partition = %tp, max_bytes = part.max_bytes, "a batch did not fit; fetching more");
         return Ok(());
     }

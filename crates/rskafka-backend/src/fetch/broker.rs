@@ -150,12 +150,14 @@ impl BrokerTask {
         warn!(%error, "fetch connection failed");
         let mut state = self.shared.lock();
         if fatal {
-            self.shared.fail_all(&mut state, partitions.iter().copied(), error);
+            self.shared
+                .fail_all(&mut state, partitions.iter().copied(), error);
         } else {
             if let Some(first) = partitions.first() {
                 self.shared.report(&mut state, first, error);
             }
-            self.shared.lose_leaders(&mut state, partitions.iter().copied());
+            self.shared
+                .lose_leaders(&mut state, partitions.iter().copied());
         }
     }
 
@@ -211,7 +213,8 @@ impl BrokerTask {
                 debug!(broker = self.id, error = %e, "fetch session reset");
                 return false;
             }
-            let error = SourceError::transient(BACKEND, format!("Fetch from broker {}: {e}", self.id));
+            let error =
+                SourceError::transient(BACKEND, format!("Fetch from broker {}: {e}", self.id));
             let mut state = self.shared.lock();
             if let Some(first) = tps.first() {
                 self.shared.report(&mut state, first, error);
@@ -243,7 +246,10 @@ fn fetch_request(r: &Request, s: &super::FetchSettings, max_bytes: i32) -> Fetch
     }
     let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in &r.forgotten {
-        forgotten.entry(tp.topic()).or_default().push(tp.partition());
+        forgotten
+            .entry(tp.topic())
+            .or_default()
+            .push(tp.partition());
     }
     let name = |t: &str| TopicName(StrBytes::from_string(t.to_owned()));
     FetchRequest::default()
@@ -262,7 +268,11 @@ fn fetch_request(r: &Request, s: &super::FetchSettings, max_bytes: i32) -> Fetch
         .with_forgotten_topics_data(
             forgotten
                 .into_iter()
-                .map(|(t, p)| ForgottenTopic::default().with_topic(name(t)).with_partitions(p))
+                .map(|(t, p)| {
+                    ForgottenTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(p)
+                })
                 .collect(),
         )
 }

@@ -77,7 +77,10 @@ fn place(shared: &Arc<Shared>, metadata: &ClusterMetadata, io: &Handle) -> bool 
         }
         if let Some(e) = metadata.topic_errors.get(tp.topic()) {
             if matches!(e, ResponseError::TopicAuthorizationFailed) {
-                errors.push((tp.clone(), SourceError::fatal(BACKEND, format!("{tp}: {e}"))));
+                errors.push((
+                    tp.clone(),
+                    SourceError::fatal(BACKEND, format!("{tp}: {e}")),
+                ));
             } else {
                 debug!(partition = %tp, error = %e, "no metadata for the topic yet");
             }
@@ -103,7 +106,12 @@ fn place(shared: &Arc<Shared>, metadata: &ClusterMetadata, io: &Handle) -> bool 
         let slot = state.brokers.get(&leader.broker);
         if slot.is_none_or(|s| s.addr != *addr || s.task.is_finished()) {
             let wake = Arc::new(tokio::sync::Notify::new());
-            let task = BrokerTask::new(leader.broker, addr.clone(), Arc::clone(shared), Arc::clone(&wake));
+            let task = BrokerTask::new(
+                leader.broker,
+                addr.clone(),
+                Arc::clone(shared),
+                Arc::clone(&wake),
+            );
             let slot = BrokerSlot {
                 addr: addr.clone(),
                 wake,

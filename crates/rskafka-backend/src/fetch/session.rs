@@ -89,7 +89,11 @@ impl Session {
             self.epoch = 1;
         } else {
             // Epochs wrap to 1: 0 and -1 have meanings of their own.
-            self.epoch = if self.epoch == i32::MAX { 1 } else { self.epoch + 1 };
+            self.epoch = if self.epoch == i32::MAX {
+                1
+            } else {
+                self.epoch + 1
+            };
         }
     }
 

@@ -14,9 +14,9 @@ use kafka_protocol::protocol::StrBytes;
 use ktm_core::{Offsets, TopicPartition};
 use tracing::debug;
 
+use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
 use crate::wire::conn::Conn;
 use crate::wire::{cluster_metadata, ClusterMetadata};
-use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
 
 /// The group's generation and this member's id, as commits must carry them
 /// (`-1` and `""` outside group membership).

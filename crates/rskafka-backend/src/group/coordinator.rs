@@ -8,9 +8,9 @@ use kafka_protocol::ResponseError;
 use ktm_core::SourceError;
 use tracing::debug;
 
+use super::Assignor;
 use crate::wire::conn::{Conn, ConnError};
 use crate::wire::transport::Security;
-use super::Assignor;
 use crate::BACKEND;
 
 /// What the group connections need to know.

@@ -11,9 +11,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::control::{CommitIdentity, SharedControl};
 use super::coordinator::GroupSettings;
 use super::member::Member;
-use super::control::{CommitIdentity, SharedControl};
 
 /// An assignment change, for the source to act on at its next poll.
 #[derive(Debug)]

@@ -63,7 +63,11 @@ impl MetadataWatch {
     /// `patience` (the caller must keep heartbeating). A description of the change when
     /// the topics no longer match what was assigned; `None` otherwise, or when the
     /// metadata could not be read (the next look tries again).
-    pub(super) async fn look(&mut self, control: &SharedControl, patience: Duration) -> Option<String> {
+    pub(super) async fn look(
+        &mut self,
+        control: &SharedControl,
+        patience: Duration,
+    ) -> Option<String> {
         if !self.due(Instant::now()) {
             return None;
         }

@@ -4,11 +4,11 @@
 
 pub(crate) mod answers;
 mod assignor;
+mod control;
 mod coordinator;
 mod member;
 mod membership;
 mod metadata_watch;
-mod control;
 mod protocol;
 mod sync;
 
@@ -23,8 +23,8 @@ mod static_tests;
 #[cfg(all(test, feature = "tls"))]
 mod tls_tests;
 
+pub(crate) use crate::wire::Security;
 pub use assignor::Assignor;
+pub(crate) use control::{CommitIdentity, ControlClient, SharedControl};
 pub(crate) use coordinator::GroupSettings;
 pub(crate) use membership::{GroupEvent, GroupHandle};
-pub(crate) use control::{CommitIdentity, ControlClient, SharedControl};
-pub(crate) use crate::wire::Security;

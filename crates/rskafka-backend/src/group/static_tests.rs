@@ -29,13 +29,13 @@ use ktm_core::TopicPartition;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::control::{CommitIdentity, ControlClient};
 use super::coordinator::GroupSettings;
 use super::fake_wire::{api_versions, read_request, respond};
 use super::membership::{GroupEvent, GroupHandle};
-use super::control::{CommitIdentity, ControlClient};
 use super::protocol::encode_assignment;
-use crate::wire::transport::Security;
 use super::Assignor;
+use crate::wire::transport::Security;
 
 /// The generation the fake group stays at.
 const GENERATION: i32 = 7;

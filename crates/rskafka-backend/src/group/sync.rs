@@ -15,15 +15,15 @@ use tracing::debug;
 
 use super::answers::JoinGroupAnswer;
 use super::assignor::{assign, Assignor};
-use crate::wire::conn::Conn;
+use super::control::CommitIdentity;
 use super::coordinator::{check, GroupError};
 use super::member::Member;
 use super::metadata_watch::{partition_counts, MetadataWatch};
-use super::control::CommitIdentity;
 use super::protocol::{
     decode_assignment, decode_member_metadata, encode_assignment, encode_member_metadata,
     MemberMetadata,
 };
+use crate::wire::conn::Conn;
 
 /// JoinGroup carries `group.instance.id` from v5, SyncGroup from v3 (Kafka 2.3).
 const STATIC_JOIN_VERSION: i16 = 5;

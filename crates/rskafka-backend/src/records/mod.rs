@@ -16,7 +16,7 @@ mod legacy;
 mod reader;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

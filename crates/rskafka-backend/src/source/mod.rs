@@ -17,7 +17,9 @@ use tracing::warn;
 use crate::config::{RskafkaConfig, RskafkaSourceBuilder};
 use crate::fetch::{FetchEngine, FetchItem, FetchSettings, Owned};
 use crate::group::CommitIdentity;
-use crate::group::{ControlClient, GroupEvent, GroupHandle, GroupSettings, Security, SharedControl};
+use crate::group::{
+    ControlClient, GroupEvent, GroupHandle, GroupSettings, Security, SharedControl,
+};
 use crate::io::IoThread;
 use crate::BACKEND;
 

@@ -76,8 +76,8 @@ pub(crate) async fn cluster_metadata(
                 // A partition error (LEADER_NOT_AVAILABLE, ...) or no leader id: the
                 // leader is not known yet; the fetch path asks again later.
                 // REPLICA_NOT_AVAILABLE only says a follower is down: the leader stands.
-                let usable = p.error_code == 0
-                    || p.error_code == ResponseError::ReplicaNotAvailable.code();
+                let usable =
+                    p.error_code == 0 || p.error_code == ResponseError::ReplicaNotAvailable.code();
                 let leader = (usable && p.leader_id.0 >= 0).then_some(Leader {
                     broker: p.leader_id.0,
                     epoch: p.leader_epoch,

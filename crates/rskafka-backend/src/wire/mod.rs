@@ -9,5 +9,5 @@ pub(crate) mod sasl;
 pub(crate) mod transport;
 
 pub(crate) use conn::{Conn, ConnError};
-pub(crate) use transport::Security;
 pub(crate) use metadata::{cluster_metadata, ClusterMetadata, Leader};
+pub(crate) use transport::Security;

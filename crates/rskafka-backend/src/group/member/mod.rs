@@ -21,12 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::control::SharedControl;
-use crate::wire::conn::Conn;
 use super::coordinator::{check, connect_coordinator, GroupError, GroupSettings};
 use super::membership::{GroupEvent, Shared};
 use super::metadata_watch::MetadataWatch;
 use super::sync::{join_and_sync, Joined};
 use crate::backoff::Backoff;
+use crate::wire::conn::Conn;
 use heartbeat::After;
 
 pub(super) struct Member {

@@ -6,16 +6,16 @@ use std::io::Write;
 
 /// A record of a [`TestBatch`].
 #[derive(Debug, Clone, Default)]
-pub(super) struct TestRecord {
-    pub(super) offset_delta: i32,
-    pub(super) timestamp_delta: i64,
-    pub(super) key: Option<Vec<u8>>,
-    pub(super) value: Option<Vec<u8>>,
-    pub(super) headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+pub(crate) struct TestRecord {
+    pub(crate) offset_delta: i32,
+    pub(crate) timestamp_delta: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl TestRecord {
-    pub(super) fn new(offset_delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Self {
+    pub(crate) fn new(offset_delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Self {
         Self {
             offset_delta,
             timestamp_delta: i64::from(offset_delta),
@@ -25,7 +25,7 @@ impl TestRecord {
         }
     }
 
-    pub(super) fn header(mut self, key: &str, value: Option<&[u8]>) -> Self {
+    pub(crate) fn header(mut self, key: &str, value: Option<&[u8]>) -> Self {
         self.headers
             .push((key.as_bytes().to_vec(), value.map(<[u8]>::to_vec)));
         self
@@ -34,20 +34,20 @@ impl TestRecord {
 
 /// A v2 record batch; `attributes` carries the codec bits, which `compress` must match.
 #[derive(Debug, Clone)]
-pub(super) struct TestBatch {
-    pub(super) base_offset: i64,
-    pub(super) attributes: i16,
-    pub(super) last_offset_delta: i32,
-    pub(super) base_timestamp: i64,
-    pub(super) max_timestamp: i64,
-    pub(super) producer_id: i64,
+pub(crate) struct TestBatch {
+    pub(crate) base_offset: i64,
+    pub(crate) attributes: i16,
+    pub(crate) last_offset_delta: i32,
+    pub(crate) base_timestamp: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) producer_id: i64,
     /// Written as the record count; `None` writes the number of records.
-    pub(super) count: Option<i32>,
-    pub(super) records: Vec<TestRecord>,
+    pub(crate) count: Option<i32>,
+    pub(crate) records: Vec<TestRecord>,
 }
 
 impl TestBatch {
-    pub(super) fn new(base_offset: i64, records: Vec<TestRecord>) -> Self {
+    pub(crate) fn new(base_offset: i64, records: Vec<TestRecord>) -> Self {
         Self {
             base_offset,
             attributes: 0,
@@ -61,7 +61,7 @@ impl TestBatch {
     }
 
     /// The batch on the wire, its records passed through `compress`.
-    pub(super) fn encode_with(&self, compress: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    pub(crate) fn encode_with(&self, compress: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
         let mut body = Vec::new();
         for record in &self.records {
             write_record(&mut body, record);
@@ -91,7 +91,7 @@ impl TestBatch {
     }
 
     /// The batch on the wire, uncompressed.
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         self.encode_with(|body| body)
     }
 }
@@ -121,11 +121,11 @@ fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-pub(super) fn write_varint(out: &mut Vec<u8>, value: i32) {
+pub(crate) fn write_varint(out: &mut Vec<u8>, value: i32) {
     write_unsigned(out, ((value << 1) ^ (value >> 31)) as u32 as u64);
 }
 
-pub(super) fn write_varlong(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn write_varlong(out: &mut Vec<u8>, value: i64) {
     write_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
@@ -138,7 +138,7 @@ fn write_unsigned(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// A legacy message (magic 0 or 1) with its CRC-32.
-pub(super) fn legacy_message(
+pub(crate) fn legacy_message(
     offset: i64,
     magic: i8,
     attributes: i8,
@@ -167,18 +167,18 @@ pub(super) fn legacy_message(
     out
 }
 
-pub(super) fn gzip(data: Vec<u8>) -> Vec<u8> {
+pub(crate) fn gzip(data: Vec<u8>) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(&data).unwrap();
     encoder.finish().unwrap()
 }
 
-pub(super) fn snappy_raw(data: Vec<u8>) -> Vec<u8> {
+pub(crate) fn snappy_raw(data: Vec<u8>) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&data).unwrap()
 }
 
 /// The xerial snappy-java framing, in blocks of `block` bytes.
-pub(super) fn snappy_xerial(data: Vec<u8>, block: usize) -> Vec<u8> {
+pub(crate) fn snappy_xerial(data: Vec<u8>, block: usize) -> Vec<u8> {
     let mut out = b"\x82SNAPPY\x00".to_vec();
     out.extend_from_slice(&1i32.to_be_bytes());
     out.extend_from_slice(&1i32.to_be_bytes());
@@ -190,7 +190,7 @@ pub(super) fn snappy_xerial(data: Vec<u8>, block: usize) -> Vec<u8> {
     out
 }
 
-pub(super) fn lz4_frame(data: Vec<u8>) -> Vec<u8> {
+pub(crate) fn lz4_frame(data: Vec<u8>) -> Vec<u8> {
     let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
     encoder.write_all(&data).unwrap();
     encoder.finish().unwrap()
@@ -198,7 +198,7 @@ pub(super) fn lz4_frame(data: Vec<u8>) -> Vec<u8> {
 
 /// An LZ4 frame with the header checksum Kafka's magic-0 producers wrote (KAFKA-3160):
 /// xxHash32 from the frame's magic number rather than from its descriptor.
-pub(super) fn lz4_frame_kafka_legacy(data: Vec<u8>) -> Vec<u8> {
+pub(crate) fn lz4_frame_kafka_legacy(data: Vec<u8>) -> Vec<u8> {
     let mut frame = lz4_frame(data);
     let flg = frame[4];
     let checksum_at =
@@ -207,6 +207,6 @@ pub(super) fn lz4_frame_kafka_legacy(data: Vec<u8>) -> Vec<u8> {
     frame
 }
 
-pub(super) fn zstd_frame(data: &[u8]) -> Vec<u8> {
+pub(crate) fn zstd_frame(data: &[u8]) -> Vec<u8> {
     ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
 }

@@ -4,7 +4,7 @@
 
 mod codecs;
 mod control;
-mod encode;
+pub(crate) mod encode;
 mod errors;
 mod legacy;
 mod props;
