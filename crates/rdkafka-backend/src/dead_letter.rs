@@ -16,7 +16,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use tracing::{debug, info, warn};
 
 use crate::config::config_error;
-use crate::convert::source_error;
+use crate::error::source_error;
 use crate::BACKEND;
 
 /// How long one [`send`](DeadLetterProducer::send) may take by default, delivery
