@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{OffsetReset, TopicPartition};
+use crate::{parse_bootstrap_servers, OffsetReset, TopicPartition};
 
 /// A consumer setting that Kafka would reject or that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,11 +95,46 @@ pub enum Subscription {
     Partitions(Vec<TopicPartition>),
 }
 
+/// Which records of transactions a consumer reads: Kafka's `isolation.level`.
+///
+/// The default is [`ReadCommitted`](Self::ReadCommitted), as librdkafka's; the Java
+/// client defaults to `read_uncommitted`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// `read_committed`: only records of committed transactions (and records written
+    /// outside transactions), up to the last stable offset; records of aborted
+    /// transactions are skipped.
+    #[default]
+    ReadCommitted,
+    /// `read_uncommitted`: every record up to the high watermark, those of open and
+    /// aborted transactions included.
+    ReadUncommitted,
+}
+
+impl IsolationLevel {
+    /// The value of Kafka's `isolation.level` property: `read_committed` or
+    /// `read_uncommitted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadCommitted => "read_committed",
+            Self::ReadUncommitted => "read_uncommitted",
+        }
+    }
+}
+
+impl std::fmt::Display for IsolationLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Validated consumer settings. Build with [`ConsumerConfig::builder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumerConfig {
-    /// `host:port` of at least one broker.
+    /// `host:port` of at least one broker, one address per element (lists given to
+    /// the builder are split at their commas).
     pub bootstrap_servers: Vec<String>,
     /// Topics or fixed partitions.
     pub subscription: Subscription,
@@ -127,11 +162,14 @@ pub struct ConsumerConfig {
     /// with the same id within the session timeout gets its partitions back without a
     /// rebalance. `None`: a dynamic member.
     pub group_instance_id: Option<String>,
+    /// Kafka's `isolation.level` (default [`IsolationLevel::ReadCommitted`]).
+    pub isolation_level: IsolationLevel,
 }
 
 impl ConsumerConfig {
     /// Starts from Kafka's defaults (session 45 s, heartbeat 3 s, max poll 300 s, fetch
-    /// max wait 500 ms, 1 MiB per partition, 50 MiB per fetch, reset `earliest`).
+    /// max wait 500 ms, 1 MiB per partition, 50 MiB per fetch, reset `earliest`) and
+    /// librdkafka's isolation level, `read_committed`.
     ///
     /// ```
     /// use ktm_core::{ConsumerConfig, ConfigError};
@@ -163,6 +201,7 @@ impl ConsumerConfig {
                 fetch_max_wait: Duration::from_millis(500),
                 client_id: "kafka-thread-manager".to_owned(),
                 group_instance_id: None,
+                isolation_level: IsolationLevel::ReadCommitted,
             },
         }
     }
@@ -189,7 +228,8 @@ pub struct ConsumerConfigBuilder {
 }
 
 impl ConsumerConfigBuilder {
-    /// Brokers to bootstrap from, each `host:port`.
+    /// Brokers to bootstrap from, each `host:port`; an element may be a comma-separated
+    /// list, as librdkafka's `bootstrap.servers` (see [`parse_bootstrap_servers`]).
     pub fn bootstrap_servers(
         mut self,
         servers: impl IntoIterator<Item = impl Into<String>>,
@@ -279,18 +319,21 @@ impl ConsumerConfigBuilder {
         self
     }
 
-    /// Checks every setting.
+    /// `isolation.level`: whether records of open and aborted transactions are read
+    /// (default [`IsolationLevel::ReadCommitted`]).
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.config.isolation_level = level;
+        self
+    }
+
+    /// Checks every setting, and splits the bootstrap lists into one address per
+    /// element.
     ///
     /// # Errors
     /// The first [`ConfigError`] found.
     pub fn build(self) -> Result<ConsumerConfig, ConfigError> {
-        let c = self.config;
-        if c.bootstrap_servers.is_empty() {
-            return Err(ConfigError::NoBootstrapServers);
-        }
-        for address in &c.bootstrap_servers {
-            check_address(address)?;
-        }
+        let mut c = self.config;
+        c.bootstrap_servers = parse_bootstrap_servers(&c.bootstrap_servers)?;
         match &c.subscription {
             Subscription::Topics(t) if t.is_empty() => return Err(ConfigError::NoTopics),
             Subscription::Partitions(p) if p.is_empty() => return Err(ConfigError::NoTopics),
@@ -377,113 +420,6 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-fn check_address(address: &str) -> Result<(), ConfigError> {
-    let bad = |reason| ConfigError::InvalidBootstrapAddress {
-        address: address.to_owned(),
-        reason,
-    };
-    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no ':port'"))?;
-    if host.is_empty() {
-        return Err(bad("empty host"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) => Err(bad("port 0")),
-        Ok(_) => Ok(()),
-        Err(_) => Err(bad("port is not a number from 1 to 65535")),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> ConsumerConfigBuilder {
-        ConsumerConfig::builder()
-            .bootstrap_servers(["127.0.0.1:9092"])
-            .topics(["t"])
-            .group_id("g")
-    }
-
-    #[test]
-    fn group_instance_ids_follow_the_topic_name_rules() {
-        let c = base().group_instance_id("pod-7").build().unwrap();
-        assert_eq!(c.group_instance_id.as_deref(), Some("pod-7"));
-        assert_eq!(base().build().unwrap().group_instance_id, None);
-        for id in ["", "pod 7", ".."] {
-            assert!(
-                matches!(
-                    base().group_instance_id(id).build(),
-                    Err(ConfigError::InvalidGroupInstanceId { .. })
-                ),
-                "{id:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn every_rule_has_its_typed_error() {
-        assert_eq!(
-            base().bootstrap_servers(Vec::<String>::new()).build(),
-            Err(ConfigError::NoBootstrapServers)
-        );
-        for (addr, reason) in [
-            ("localhost", "no ':port'"),
-            (":9092", "empty host"),
-            ("h:0", "port 0"),
-            ("h:99999", "port is not a number from 1 to 65535"),
-        ] {
-            let e = base().bootstrap_servers([addr]).build().unwrap_err();
-            assert_eq!(
-                e,
-                ConfigError::InvalidBootstrapAddress {
-                    address: addr.into(),
-                    reason
-                }
-            );
-        }
-        assert_eq!(
-            base().topics(Vec::<String>::new()).build(),
-            Err(ConfigError::NoTopics)
-        );
-        let long = "a".repeat(250);
-        for name in ["", "bad name", "..", long.as_str(), "caf\u{e9}"] {
-            let e = base().topics([name]).build().unwrap_err();
-            assert!(
-                matches!(e, ConfigError::InvalidTopicName { .. }),
-                "{name:?}: {e}"
-            );
-        }
-        assert!(base().topics(["a".repeat(249)]).build().is_ok());
-        assert_eq!(base().group_id("").build(), Err(ConfigError::EmptyGroupId));
-        let e = base()
-            .session_timeout(Duration::from_secs(3))
-            .heartbeat_interval(Duration::from_secs(3))
-            .build()
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "heartbeat interval 3s must be below the session timeout 3s"
-        );
-        assert_eq!(
-            base().fetch_max_bytes(0).build(),
-            Err(ConfigError::InvalidSize {
-                which: "fetch.max.bytes",
-                value: 0,
-                max: i64::from(i32::MAX)
-            })
-        );
-        assert_eq!(
-            base().assign([TopicPartition::new("t", -1)]).build(),
-            Err(ConfigError::InvalidPartition {
-                topic: "t".into(),
-                partition: -1
-            })
-        );
-        assert_eq!(
-            base().max_poll_interval(Duration::ZERO).build(),
-            Err(ConfigError::ZeroDuration {
-                which: "max poll interval"
-            })
-        );
-    }
-}
+#[path = "consumer_config_tests.rs"]
+mod tests;

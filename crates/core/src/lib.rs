@@ -18,6 +18,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
+mod bootstrap;
 mod builder;
 mod callback;
 mod callback_time;
@@ -37,6 +38,7 @@ mod stats;
 mod stop_signal;
 pub mod telemetry;
 
+pub use bootstrap::parse_bootstrap_servers;
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{
     AsyncCallback, BatchCallback, Callback, CallbackError, CallbackFailure, FailureKind,
@@ -44,7 +46,8 @@ pub use callback::{
 pub use callback_time::CallbackTime;
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};
 pub use consumer_config::{
-    check_topic_name, ConfigError, ConsumerConfig, ConsumerConfigBuilder, Subscription,
+    check_topic_name, ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel,
+    Subscription,
 };
 pub use dead_letter::{
     DeadLetter, DeadLetterProducer, DeadLetterRecord, HEADER_ATTEMPTS, HEADER_ERROR,

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use ktm_core::{
-    ConfigError, ConsumerConfig, ConsumerConfigBuilder, OffsetReset, Subscription, TopicPartition,
+    ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, OffsetReset, Subscription,
+    TopicPartition,
 };
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
@@ -78,7 +79,8 @@ impl RdkafkaSourceBuilder {
         self
     }
 
-    /// Brokers to bootstrap from, each `host:port` (`bootstrap.servers`).
+    /// Brokers to bootstrap from, each `host:port` (`bootstrap.servers`); an element may
+    /// be a comma-separated list.
     pub fn bootstrap_servers(self, servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.common(|c| c.bootstrap_servers(servers))
     }
@@ -149,6 +151,11 @@ impl RdkafkaSourceBuilder {
         self.common(|c| c.client_id(id))
     }
 
+    /// `isolation.level` (default [`IsolationLevel::ReadCommitted`], as librdkafka's).
+    pub fn isolation_level(self, level: IsolationLevel) -> Self {
+        self.common(|c| c.isolation_level(level))
+    }
+
     /// Any librdkafka property, passed through as is; it overrides the settings above.
     /// `enable.auto.commit` and `enable.auto.offset.store` are always `false` (the
     /// manager decides what is committed), and so is `enable.partition.eof`.
@@ -210,7 +217,8 @@ pub(crate) fn client_config(c: &ConsumerConfig) -> ClientConfig {
             c.max_partition_fetch_bytes.to_string(),
         )
         .set("fetch.wait.max.ms", millis(c.fetch_max_wait))
-        .set("client.id", &c.client_id);
+        .set("client.id", &c.client_id)
+        .set("isolation.level", c.isolation_level.as_str());
     if let Some(id) = &c.group_instance_id {
         client.set("group.instance.id", id);
     }
@@ -317,5 +325,75 @@ pub(crate) fn check_subscription(subscription: &Subscription) -> Result<(), Conf
             Ok(())
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::RdkafkaSource;
+
+    fn base() -> RdkafkaSourceBuilder {
+        RdkafkaSource::builder()
+            .bootstrap_servers(["127.0.0.1:9092"])
+            .topics(["t"])
+            .group_id("g")
+    }
+
+    #[test]
+    fn isolation_level_becomes_the_librdkafka_property() {
+        let source = base().build().unwrap();
+        assert_eq!(
+            source.client_config().get("isolation.level"),
+            Some("read_committed")
+        );
+        let source = base()
+            .isolation_level(IsolationLevel::ReadUncommitted)
+            .build()
+            .unwrap();
+        assert_eq!(
+            source.client_config().get("isolation.level"),
+            Some("read_uncommitted")
+        );
+        let shared = ConsumerConfig::builder()
+            .bootstrap_servers(["127.0.0.1:9092"])
+            .topics(["t"])
+            .group_id("g")
+            .isolation_level(IsolationLevel::ReadUncommitted)
+            .build()
+            .unwrap();
+        let client = client_config(&shared);
+        assert_eq!(client.get("isolation.level"), Some("read_uncommitted"));
+        let source = RdkafkaSource::builder().config(shared).build().unwrap();
+        assert_eq!(
+            source.client_config().get("isolation.level"),
+            Some("read_uncommitted")
+        );
+        // A property set by hand wins, as every other.
+        let source = base()
+            .set("isolation.level", "read_uncommitted")
+            .build()
+            .unwrap();
+        assert_eq!(
+            source.client_config().get("isolation.level"),
+            Some("read_uncommitted")
+        );
+    }
+
+    #[test]
+    fn bootstrap_lists_are_joined_one_address_each() {
+        let source = base()
+            .bootstrap_servers(["host1:9092,host2:9092", " host3:9092 ", "[::1]:9093,"])
+            .build()
+            .unwrap();
+        assert_eq!(
+            source.client_config().get("bootstrap.servers"),
+            Some("host1:9092,host2:9092,host3:9092,[::1]:9093")
+        );
+        assert!(matches!(
+            base().bootstrap_servers(["host1:9092,host2"]).build(),
+            Err(ConfigError::InvalidBootstrapAddress { address, .. }) if address == "host2"
+        ));
     }
 }

@@ -1,16 +1,13 @@
-//! Conversions between rdkafka's types and the core's: records, partition lists, errors.
+//! Conversions between rdkafka's types and the core's: records and partition lists
+//! (errors: [`crate::error`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ktm_core::{
-    Header, Message as CoreMessage, Offsets, SourceError, Subscription, Timestamp, TopicPartition,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use ktm_core::{Header, Message as CoreMessage, Offsets, Subscription, Timestamp, TopicPartition};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
-
-use crate::BACKEND;
 
 /// Converts records, sharing one `Arc<str>` per topic instead of allocating per record.
 #[derive(Debug)]
@@ -127,83 +124,10 @@ pub(crate) fn to_tpl(offsets: &Offsets) -> Result<TopicPartitionList, KafkaError
     Ok(tpl)
 }
 
-/// Error codes that retrying cannot fix.
-fn is_fatal(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        code,
-        C::Fatal
-            | C::Authentication
-            | C::AutoOffsetReset
-            | C::TopicAuthorizationFailed
-            | C::GroupAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::SaslAuthenticationFailed
-            | C::UnsupportedSASLMechanism
-            | C::IllegalSASLState
-            | C::FencedInstanceId
-            | C::InvalidGroupId
-            | C::InvalidSessionTimeout
-            | C::InconsistentGroupProtocol
-            | C::UnsupportedAssignor
-            | C::InvalidConfig
-            | C::SSL
-    )
-}
-
-/// A source error for an rdkafka error met while `doing` something.
-pub(crate) fn source_error(doing: &str, e: KafkaError) -> SourceError {
-    let fatal = match &e {
-        KafkaError::MessageConsumptionFatal(_)
-        | KafkaError::ClientConfig(..)
-        | KafkaError::ClientCreation(_)
-        | KafkaError::Subscription(_) => true,
-        other => other.rdkafka_error_code().is_some_and(is_fatal),
-    };
-    let message = match e.rdkafka_error_code() {
-        // Worded as every backend words it, with librdkafka's own text kept.
-        Some(RDKafkaErrorCode::AutoOffsetReset) => {
-            format!("{doing}: no committed offset and offset reset is none ({e})")
-        }
-        _ => format!("{doing}: {e}"),
-    };
-    let error = if fatal {
-        SourceError::fatal(BACKEND, message)
-    } else {
-        SourceError::transient(BACKEND, message)
-    };
-    error.with_source(e)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errors_are_classified() {
-        let e = source_error(
-            "polling",
-            KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
-        );
-        assert!(e.is_transient());
-        let e = source_error(
-            "polling",
-            KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal),
-        );
-        assert!(!e.is_transient());
-        let e = source_error(
-            "polling",
-            KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed),
-        );
-        assert!(!e.is_transient());
-        let e = source_error(
-            "committing",
-            KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress),
-        );
-        assert!(e.is_transient());
-        assert!(e.to_string().contains("committing"), "{e}");
-    }
 
     #[test]
     fn positions_become_a_partition_list() {

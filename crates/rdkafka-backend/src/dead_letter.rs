@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ktm_core::{
-    async_trait, ConfigError, ConsumerConfig, DeadLetterProducer, DeadLetterRecord, SourceError,
-    Timestamp,
+    async_trait, parse_bootstrap_servers, ConfigError, DeadLetterProducer, DeadLetterRecord,
+    SourceError, Timestamp,
 };
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -16,7 +16,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use tracing::{debug, info, warn};
 
 use crate::config::config_error;
-use crate::convert::source_error;
+use crate::error::source_error;
 use crate::BACKEND;
 
 /// How long one [`send`](DeadLetterProducer::send) may take by default, delivery
@@ -104,7 +104,8 @@ pub struct RdkafkaDeadLetterProducerBuilder {
 }
 
 impl RdkafkaDeadLetterProducerBuilder {
-    /// Brokers to bootstrap from, each `host:port` (`bootstrap.servers`).
+    /// Brokers to bootstrap from, each `host:port` (`bootstrap.servers`); an element may
+    /// be a comma-separated list.
     pub fn bootstrap_servers(
         mut self,
         servers: impl IntoIterator<Item = impl Into<String>>,
@@ -141,7 +142,7 @@ impl RdkafkaDeadLetterProducerBuilder {
     /// [`ConfigError::ZeroDuration`], or [`ConfigError::Backend`] with librdkafka's
     /// message for a property it rejects.
     pub fn build(self) -> Result<RdkafkaDeadLetterProducer, ConfigError> {
-        check_bootstrap_servers(&self.bootstrap_servers)?;
+        let bootstrap_servers = parse_bootstrap_servers(&self.bootstrap_servers)?;
         if self.send_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
                 which: "send timeout",
@@ -149,7 +150,7 @@ impl RdkafkaDeadLetterProducerBuilder {
         }
         let mut config = ClientConfig::new();
         config
-            .set("bootstrap.servers", self.bootstrap_servers.join(","))
+            .set("bootstrap.servers", bootstrap_servers.join(","))
             .set("client.id", &self.client_id)
             .set(
                 "message.timeout.ms",
@@ -173,18 +174,6 @@ impl RdkafkaDeadLetterProducerBuilder {
             partition_counts: HashMap::new(),
         })
     }
-}
-
-/// Checks the addresses by the rules every backend shares, which live in the consumer
-/// settings' validation (so a consumer configuration valid in every other respect is
-/// checked).
-fn check_bootstrap_servers(servers: &[String]) -> Result<(), ConfigError> {
-    ConsumerConfig::builder()
-        .bootstrap_servers(servers.iter().cloned())
-        .topics(["dead-letters"])
-        .group_id("dead-letters")
-        .build()
-        .map(drop)
 }
 
 /// Lets librdkafka check every property now: a producer without bootstrap servers
@@ -426,6 +415,19 @@ mod tests {
         assert!(matches!(
             base().bootstrap_servers(["nope"]).build(),
             Err(ConfigError::InvalidBootstrapAddress { .. })
+        ));
+        let p = base()
+            .bootstrap_servers(["a:1, b:2", ",[::1]:3 "])
+            .build()
+            .unwrap();
+        assert_eq!(
+            p.client_config().get("bootstrap.servers"),
+            Some("a:1,b:2,[::1]:3"),
+            "the lists split, each address checked"
+        );
+        assert!(matches!(
+            base().bootstrap_servers(["a:1,b"]).build(),
+            Err(ConfigError::InvalidBootstrapAddress { address, .. }) if address == "b"
         ));
         assert!(matches!(
             base().send_timeout(Duration::ZERO).build(),

@@ -20,7 +20,8 @@
 //! partition's application position past what it returned, as a per-record poll does.
 //! One difference: it also moves the position past a per-partition error it returns
 //! (librdkafka#4844), which is why end-of-partition markers are forced off; the errors
-//! left (offset reset refused, authorization) stop the partition anyway.
+//! left (offset reset refused, authorization, records librdkafka cannot read) stop the
+//! partition anyway, and a fatal one stops the read: no record after it is handed over.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr, CString};
@@ -30,12 +31,13 @@ use std::task::Waker;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use ktm_core::{Header, Message as CoreMessage, PollBatch, Timestamp, TopicPartition};
+use ktm_core::{Header, Message as CoreMessage, PollBatch, SourceError, Timestamp, TopicPartition};
 use rdkafka::bindings as rd;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::debug;
 
 use crate::convert::MessageConverter;
+use crate::error::{partition_error, source_error, PartitionError};
 use crate::worker::RdConsumer;
 
 /// The queue every assigned partition's records are forwarded to.
@@ -69,7 +71,7 @@ unsafe extern "C" fn queue_nonempty(_rk: *mut rd::rd_kafka_t, opaque: *mut c_voi
 enum Fetched {
     Record(CoreMessage),
     PartitionEof,
-    Error(KafkaError),
+    Error(SourceError),
 }
 
 impl FetchQueue {
@@ -147,13 +149,14 @@ impl FetchQueue {
     /// Moves up to `max` waiting records into `batch` without blocking, each converted
     /// by `converter`, in the queue's order (per partition: offset order). Returns the
     /// first consumer error librdkafka put in place of a record, if any (later ones are
-    /// logged); end-of-partition markers are skipped.
+    /// logged); end-of-partition markers are skipped. A fatal error ends the read: the
+    /// records after it stay unhandled (and uncommitted), whichever their partition.
     pub(crate) fn read(
         &self,
         max: usize,
         converter: &mut MessageConverter,
         batch: &mut PollBatch,
-    ) -> Option<KafkaError> {
+    ) -> Option<SourceError> {
         const CHUNK: usize = 256;
         let guard = self.lock();
         let queue = guard.as_ref()?;
@@ -168,7 +171,13 @@ impl FetchQueue {
                 rd::rd_kafka_consume_batch_queue(queue.0.as_ptr(), 0, pointers.as_mut_ptr(), want)
             };
             let got = usize::try_from(got).unwrap_or(0);
+            let mut fatal = false;
             for &message in &pointers[..got] {
+                if fatal {
+                    // SAFETY: returned by librdkafka, destroyed once, never read.
+                    unsafe { rd::rd_kafka_message_destroy(message) };
+                    continue;
+                }
                 // SAFETY: librdkafka returned `got` valid messages, each ours to destroy
                 // once; nothing of one is kept past its conversion (it is copied).
                 let fetched = unsafe {
@@ -179,11 +188,20 @@ impl FetchQueue {
                 match fetched {
                     Fetched::Record(m) => batch.push(m),
                     Fetched::PartitionEof => {}
-                    Fetched::Error(e) if first_error.is_none() => first_error = Some(e),
-                    Fetched::Error(e) => debug!(error = %e, "further consumer error"),
+                    Fetched::Error(e) => {
+                        // Records after a fatal error are not handed over: librdkafka
+                        // may have skipped the records it could not read, and handling
+                        // later ones would let a commit cover them.
+                        fatal = !e.is_transient();
+                        if first_error.is_none() {
+                            first_error = Some(e);
+                        } else {
+                            debug!(error = %e, "further consumer error");
+                        }
+                    }
                 }
             }
-            if got < want {
+            if fatal || got < want {
                 break;
             }
             left -= got;
@@ -228,9 +246,8 @@ unsafe fn fetched(m: &rd::rd_kafka_message_t, names: &mut MessageConverter) -> F
         if m.err == E::RD_KAFKA_RESP_ERR__PARTITION_EOF {
             return Fetched::PartitionEof;
         }
-        return Fetched::Error(KafkaError::MessageConsumption(RDKafkaErrorCode::from(
-            m.err,
-        )));
+        // SAFETY: the caller's contract.
+        return Fetched::Error(unsafe { consumer_error(m) });
     }
     // SAFETY (whole block): pointers and lengths come from librdkafka's live message.
     unsafe {
@@ -261,6 +278,40 @@ unsafe fn fetched(m: &rd::rd_kafka_message_t, names: &mut MessageConverter) -> F
         }
         Fetched::Record(builder.build())
     }
+}
+
+/// The consumer error that librdkafka put in a partition's queue, with the partition
+/// and offset it names.
+///
+/// # Safety
+/// `m` must be a live message returned by librdkafka, with an error.
+unsafe fn consumer_error(m: &rd::rd_kafka_message_t) -> SourceError {
+    let code = RDKafkaErrorCode::from(m.err);
+    // SAFETY: `m` is live; the topic handle and the error string belong to it, and both
+    // are copied before it is destroyed.
+    let (topic, detail) = unsafe {
+        let name = if m.rkt.is_null() {
+            std::ptr::null()
+        } else {
+            rd::rd_kafka_topic_name(m.rkt)
+        };
+        let errstr = rd::rd_kafka_message_errstr(m);
+        let text = |p: *const std::ffi::c_char| {
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
+        (text(name), text(errstr))
+    };
+    let Some(topic) = topic else {
+        // Not one partition's: classified as the consumer queue's errors are.
+        return source_error("polling", KafkaError::MessageConsumption(code));
+    };
+    partition_error(PartitionError {
+        topic,
+        partition: m.partition,
+        offset: (m.offset >= 0).then_some(m.offset),
+        code,
+        detail: detail.unwrap_or_else(|| code.to_string()),
+    })
 }
 
 /// A copy of `len` bytes at `data`; `None` for a null pointer (a null key or payload).

@@ -40,6 +40,7 @@ mod config;
 mod context;
 mod convert;
 mod dead_letter;
+mod error;
 mod fetch_queue;
 mod source;
 mod worker;
@@ -48,6 +49,7 @@ pub use config::{RdkafkaSourceBuilder, DEFAULT_CLOSE_TIMEOUT};
 pub use dead_letter::{
     RdkafkaDeadLetterProducer, RdkafkaDeadLetterProducerBuilder, DEFAULT_SEND_TIMEOUT,
 };
+pub use error::PartitionError;
 pub use source::RdkafkaSource;
 
 /// The rdkafka crate this backend is built on, for [`ClientConfig`](rdkafka::ClientConfig)

@@ -22,7 +22,8 @@ use crate::config::{
     check_subscription, finish_client_config, RdkafkaSourceBuilder, DEFAULT_CLOSE_TIMEOUT,
 };
 use crate::context::GroupContext;
-use crate::convert::{partition_list, source_error, to_tpl, MessageConverter};
+use crate::convert::{partition_list, to_tpl, MessageConverter};
+use crate::error::source_error;
 use crate::fetch_queue::FetchQueue;
 use crate::worker::{Membership, RdConsumer, Worker};
 use crate::BACKEND;
@@ -60,7 +61,7 @@ pub struct RdkafkaSource {
     dropped: HashMap<TopicPartition, i64>,
     /// A consumer error met after a poll had taken records or events: the next poll
     /// returns it (one-shot errors, such as an offset reset refused, are not repeated).
-    pending_error: Option<KafkaError>,
+    pending_error: Option<SourceError>,
 }
 
 /// The consumer, once created.
@@ -222,7 +223,7 @@ impl MessageSource for RdkafkaSource {
     async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
         self.ensure_running()?;
         if let Some(e) = self.pending_error.take() {
-            return Err(source_error("polling", e));
+            return Err(e);
         }
         let Some(running) = self.running.as_ref() else {
             return Ok(());
@@ -282,7 +283,7 @@ impl MessageSource for RdkafkaSource {
                 Some(Some(Ok(m))) => batch.push(converter.convert(&m)),
                 Some(Some(Err(KafkaError::PartitionEOF(_)))) => {}
                 Some(Some(Err(e))) => {
-                    *pending_error = Some(e);
+                    *pending_error = Some(source_error("polling", e));
                     break;
                 }
                 Some(None) | None => {
@@ -343,7 +344,7 @@ impl MessageSource for RdkafkaSource {
         }
         if batch.is_empty() {
             if let Some(e) = self.pending_error.take() {
-                return Err(source_error("polling", e));
+                return Err(e);
             }
         } else if let Some(e) = &self.pending_error {
             debug!(error = %e, "consumer error after records; the next poll returns it");

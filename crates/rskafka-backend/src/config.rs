@@ -4,7 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use ktm_core::{ConfigError, ConsumerConfig, ConsumerConfigBuilder, OffsetReset, TopicPartition};
+use ktm_core::{
+    ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, OffsetReset, TopicPartition,
+};
 
 use crate::group::Assignor;
 use crate::RskafkaSource;
@@ -201,7 +203,9 @@ impl RskafkaSourceBuilder {
         self
     }
 
-    /// Brokers to bootstrap from, each `host:port`.
+    /// Brokers to bootstrap from, each `host:port`; an element may be a comma-separated
+    /// list (split in `build`, one address per element of
+    /// [`ConsumerConfig::bootstrap_servers`]).
     pub fn bootstrap_servers(
         mut self,
         servers: impl IntoIterator<Item = impl Into<String>>,
@@ -260,6 +264,8 @@ impl RskafkaSourceBuilder {
         max_partition_fetch_bytes(i32);
         /// `fetch.max.wait.ms`.
         fetch_max_wait(Duration);
+        /// `isolation.level` (default [`IsolationLevel::ReadCommitted`]).
+        isolation_level(IsolationLevel);
     }
 
     /// The partition assignor (default [`Assignor::Range`]).
@@ -400,6 +406,19 @@ mod tests {
             base().max_partition_fetch_bytes(0).build_config(),
             Err(ConfigError::InvalidSize { .. })
         ));
+    }
+
+    #[test]
+    fn isolation_level_and_bootstrap_lists_reach_the_shared_config() {
+        let c = base().build_config().unwrap();
+        assert_eq!(c.consumer.isolation_level, IsolationLevel::ReadCommitted);
+        let c = base()
+            .isolation_level(IsolationLevel::ReadUncommitted)
+            .bootstrap_servers(["a:1,b:2", " c:3 "])
+            .build_config()
+            .unwrap();
+        assert_eq!(c.consumer.isolation_level, IsolationLevel::ReadUncommitted);
+        assert_eq!(c.consumer.bootstrap_servers, ["a:1", "b:2", "c:3"]);
     }
 
     #[test]
