@@ -6,9 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ktm_core::{
-    async_trait, ConfigError, ConsumerConfig, DeadLetterProducer, DeadLetterRecord, SourceError,
-};
+use ktm_core::{async_trait, ConfigError, DeadLetterProducer, DeadLetterRecord, SourceError};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -164,9 +162,11 @@ impl RskafkaDeadLetterProducerBuilder {
     /// [`ConfigError::NoBootstrapServers`], [`ConfigError::InvalidBootstrapAddress`],
     /// [`ConfigError::ZeroDuration`], or [`ConfigError::Backend`] for an empty SASL
     /// user name.
-    pub fn build(self) -> Result<RskafkaDeadLetterProducer, ConfigError> {
+    pub fn build(mut self) -> Result<RskafkaDeadLetterProducer, ConfigError> {
+        // One address per element, as the consumer's: "h1:9092,h2:9092" is two brokers.
+        self.settings.bootstrap_servers =
+            ktm_core::parse_bootstrap_servers(&self.settings.bootstrap_servers)?;
         let s = &self.settings;
-        check_bootstrap_servers(&s.bootstrap_servers)?;
         for (which, d) in [
             ("connect timeout", s.connect_timeout),
             ("send timeout", s.send_timeout),
@@ -183,18 +183,6 @@ impl RskafkaDeadLetterProducerBuilder {
         }
         Ok(RskafkaDeadLetterProducer::new(self.settings))
     }
-}
-
-/// Checks the addresses by the rules every backend shares. They live in the consumer
-/// settings' validation, so a consumer configuration that is valid in every other
-/// respect is checked.
-pub(crate) fn check_bootstrap_servers(servers: &[String]) -> Result<(), ConfigError> {
-    ConsumerConfig::builder()
-        .bootstrap_servers(servers.iter().cloned())
-        .topics(["dead-letters"])
-        .group_id("dead-letters")
-        .build()
-        .map(drop)
 }
 
 impl RskafkaDeadLetterProducer {
@@ -496,6 +484,18 @@ mod tests {
         let secret = SaslCredentials::new(crate::SaslMechanism::Plain, "u", "s3cr3t");
         let p = base().sasl(secret).build().unwrap();
         assert!(!format!("{p:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_comma_separated_bootstrap_list_is_several_brokers() {
+        let p = RskafkaDeadLetterProducer::builder()
+            .bootstrap_servers(["h1:9092, h2:9092", "h3:9092"])
+            .build()
+            .unwrap();
+        assert_eq!(
+            p.settings.bootstrap_servers,
+            ["h1:9092", "h2:9092", "h3:9092"]
+        );
     }
 
     #[test]

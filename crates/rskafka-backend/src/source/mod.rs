@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ktm_core::{async_trait, MessageSource, Offsets, PollBatch, SourceError, TopicPartition};
+use ktm_core::{
+    async_trait, IsolationLevel, MessageSource, Offsets, PollBatch, SourceError, TopicPartition,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -121,7 +123,7 @@ impl RskafkaSource {
             partition_max_bytes: c.max_partition_fetch_bytes.min(c.fetch_max_bytes),
             max_wait: c.fetch_max_wait,
             reset: c.offset_reset,
-            read_committed: true,
+            read_committed: c.isolation_level == IsolationLevel::ReadCommitted,
             queued_max_bytes: config.queued_max_bytes,
             client_id: c.client_id.clone(),
             security: group_settings.security.clone(),
