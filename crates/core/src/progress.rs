@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::callback_time::TimeHistogram;
 
+use crate::source::Passed;
 use crate::stats::PartitionStats;
 use crate::{Message, Offsets, TopicPartition};
 
@@ -27,6 +28,9 @@ struct PartitionProgress {
     callback_time: TimeHistogram,
     /// The broker's last reported high watermark.
     high_watermark: Option<i64>,
+    /// Offsets the source passed over (markers, aborted records), not yet applied:
+    /// `handled` moves to `to` once it reaches `after` (or at once when `None`).
+    passed: Option<(Option<i64>, i64)>,
     /// `handled` at the last snapshot, and when it last moved (or the partition appeared).
     snapshot_handled: i64,
     progressed_at: Instant,
@@ -99,6 +103,7 @@ impl Progress {
                     failures: FailureCounts::default(),
                     callback_time: TimeHistogram::default(),
                     high_watermark: None,
+                    passed: None,
                     snapshot_handled: i64::MIN,
                     progressed_at: Instant::now(),
                 });
@@ -139,6 +144,28 @@ impl Progress {
         self.partitions[idx].callback_time.record(d);
     }
 
+    /// Notes offsets the source passed over; applied once what was delivered before
+    /// them is settled. A later report replaces an earlier one: its `after` is at least
+    /// as far, and its `to` further.
+    pub(crate) fn pass(&mut self, passed: Passed) {
+        let idx = self.index_of(passed.tp.topic_arc(), passed.tp.partition());
+        self.partitions[idx].passed = Some((passed.after, passed.to));
+    }
+
+    /// Moves positions past passed-over offsets where what came before is settled.
+    /// Called per batch and commit, off the per-message path.
+    fn apply_passed(&mut self) {
+        for p in &mut self.partitions {
+            let Some((after, to)) = p.passed else {
+                continue;
+            };
+            if after.is_none_or(|after| p.handled >= after) {
+                p.handled = p.handled.max(to);
+                p.passed = None;
+            }
+        }
+    }
+
     /// Records a high watermark the source reported.
     pub(crate) fn set_high_watermark(&mut self, tp: &TopicPartition, high_watermark: i64) {
         let idx = self.index_of(tp.topic_arc(), tp.partition());
@@ -148,6 +175,7 @@ impl Progress {
     /// Per-partition figures for `stats()`; notes which partitions moved since the last
     /// snapshot, for stall detection.
     pub(crate) fn snapshot(&mut self, now: Instant) -> Vec<PartitionStats> {
+        self.apply_passed();
         self.partitions
             .iter_mut()
             .map(|p| {
@@ -180,6 +208,7 @@ impl Progress {
 
     /// Positions handled since the last call; they count as stored afterwards.
     pub(crate) fn take_unstored(&mut self) -> Offsets {
+        self.apply_passed();
         self.partitions
             .iter_mut()
             .filter(|p| p.handled > p.stored)
@@ -191,7 +220,8 @@ impl Progress {
     }
 
     /// Positions handled but not committed.
-    pub(crate) fn uncommitted(&self) -> Offsets {
+    pub(crate) fn uncommitted(&mut self) -> Offsets {
+        self.apply_passed();
         self.partitions
             .iter()
             .filter(|p| p.handled > p.committed)
@@ -220,6 +250,29 @@ mod tests {
 
     fn msg(p: i32, o: i64) -> Message {
         Message::builder("t", p, o).build()
+    }
+
+    fn passed(p: i32, after: Option<i64>, to: i64) -> Passed {
+        Passed {
+            tp: TopicPartition::new("t", p),
+            after,
+            to,
+        }
+    }
+
+    #[test]
+    fn passed_offsets_move_the_position_only_once_what_came_before_is_settled() {
+        let mut pr = Progress::default();
+        // Records 7 and 8 delivered, 9 a commit marker: only 7 handled so far.
+        pr.handled(&msg(0, 7));
+        pr.pass(passed(0, Some(9), 10));
+        let tp = TopicPartition::new("t", 0);
+        assert_eq!(pr.take_unstored().get(&tp), Some(8), "8 is not settled yet");
+        pr.handled(&msg(0, 8));
+        assert_eq!(pr.take_unstored().get(&tp), Some(10), "past the marker");
+        // A partition where nothing was delivered moves at once.
+        pr.pass(passed(1, None, 4));
+        assert_eq!(pr.uncommitted().get(&TopicPartition::new("t", 1)), Some(4));
     }
 
     #[test]

@@ -29,6 +29,15 @@ pub struct PollBatch {
     messages: Vec<Message>,
     events: Vec<SourceEvent>,
     high_watermarks: Vec<(TopicPartition, i64)>,
+    passed: Vec<Passed>,
+}
+
+/// Records a source passed over without delivering them (see [`PollBatch::pass`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Passed {
+    pub(crate) tp: TopicPartition,
+    pub(crate) after: Option<i64>,
+    pub(crate) to: i64,
 }
 
 impl PollBatch {
@@ -52,6 +61,24 @@ impl PollBatch {
     /// get), as the broker last told it; the manager derives lag from it. Optional.
     pub fn set_high_watermark(&mut self, tp: TopicPartition, high_watermark: i64) {
         self.high_watermarks.push((tp, high_watermark));
+    }
+
+    /// Reports that `tp`'s offsets before `to` that were not pushed will never be
+    /// delivered: transaction markers, records of aborted transactions. `after` is the
+    /// offset following the last message pushed for the partition since it was
+    /// assigned (`None`: none was). Once every message before `after` is settled, the
+    /// manager moves the partition's position to `to`, so that its commit and lag pass
+    /// those offsets, as Kafka clients' positions do; without it an idle transactional
+    /// partition would show a lag of one marker for ever.
+    ///
+    /// ```
+    /// use ktm_core::{PollBatch, TopicPartition};
+    /// let mut batch = PollBatch::new();
+    /// // Records 7 and 8 were pushed; 9 is a commit marker.
+    /// batch.pass(TopicPartition::new("t", 0), Some(9), 10);
+    /// ```
+    pub fn pass(&mut self, tp: TopicPartition, after: Option<i64>, to: i64) {
+        self.passed.push(Passed { tp, after, to });
     }
 
     /// Keeps only the messages `keep` accepts, in order: for a source that learns, after
@@ -101,6 +128,11 @@ impl PollBatch {
         self.messages.clear();
         self.events.clear();
         self.high_watermarks.clear();
+        self.passed.clear();
+    }
+
+    pub(crate) fn take_passed(&mut self) -> Vec<Passed> {
+        std::mem::take(&mut self.passed)
     }
 
     pub(crate) fn take_events(&mut self) -> Vec<SourceEvent> {

@@ -220,6 +220,9 @@ impl<H: Handle> Runner<H> {
             for (tp, high_watermark) in self.batch.high_watermarks() {
                 self.progress.set_high_watermark(tp, *high_watermark);
             }
+            for passed in self.batch.take_passed() {
+                self.progress.pass(passed);
+            }
             // Before the batch too, so lag is visible while a slow batch runs.
             self.publish_partitions();
             let stop = if self.pool.is_some() {

@@ -292,19 +292,30 @@ fn deliver(
         debug!(partition = %tp, max_bytes = part.max_bytes, "a batch did not fit; fetching more");
         return Ok(());
     }
-    part.position = Position::At(read.next_offset.max(fetch_offset));
+    let next = read.next_offset.max(fetch_offset);
+    part.position = Position::At(next);
+    let delivered_end = read
+        .messages
+        .last()
+        .map_or(fetch_offset, |m| m.offset() + 1);
     if read.messages.is_empty() {
         note_watermark(shared, part, watermark);
-        return Ok(());
+    } else {
+        part.reported_high_watermark = watermark;
+        let item = FetchItem::Records {
+            epoch: part.epoch,
+            messages: read.messages,
+            high_watermark: watermark,
+            _permit: shared.budget.take(read.bytes),
+        };
+        let _ = shared.tx.send(item);
     }
-    part.reported_high_watermark = watermark;
-    let item = FetchItem::Records {
-        epoch: part.epoch,
-        messages: read.messages,
-        high_watermark: watermark,
-        _permit: shared.budget.take(read.bytes),
-    };
-    let _ = shared.tx.send(item);
+    if next > delivered_end {
+        let _ = shared.tx.send(FetchItem::Passed {
+            epoch: part.epoch,
+            to: next,
+        });
+    }
     Ok(())
 }
 

@@ -20,6 +20,8 @@ mod apply;
 mod broker;
 mod budget;
 mod engine;
+#[cfg(test)]
+mod fake_broker_tests;
 mod leaders;
 mod list_offsets;
 mod owned;
@@ -50,6 +52,10 @@ pub(crate) enum FetchItem {
         high_watermark: i64,
         _permit: BudgetPermit,
     },
+    /// Offsets before `to` that will never be delivered (transaction markers, records
+    /// of aborted transactions), after the records sent before: the partition's
+    /// position may move past them once those are settled.
+    Passed { epoch: u64, to: i64 },
     /// A fetch that returned no record saw a new high watermark; sent only when it
     /// changed, so an idle partition sends nothing.
     HighWatermark { epoch: u64, high_watermark: i64 },
@@ -62,6 +68,7 @@ impl FetchItem {
     pub(crate) fn epoch(&self) -> u64 {
         match self {
             FetchItem::Records { epoch, .. }
+            | FetchItem::Passed { epoch, .. }
             | FetchItem::HighWatermark { epoch, .. }
             | FetchItem::Failed { epoch, .. } => *epoch,
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ktm_core::TopicPartition;
+use ktm_core::{PollBatch, TopicPartition};
 
 use super::state::Shared;
 use super::FetchItem;
@@ -21,6 +21,8 @@ pub(crate) struct Owned {
     held: Vec<FetchItem>,
     /// The last high watermark received, and whether the manager has not been told yet.
     high_watermark: Option<(i64, bool)>,
+    /// The offset after the last message handed to the manager; `None` before the first.
+    delivered_end: Option<i64>,
 }
 
 impl Owned {
@@ -32,6 +34,34 @@ impl Owned {
             paused: false,
             held: Vec::new(),
             high_watermark: None,
+            delivered_end: None,
+        }
+    }
+
+    /// Hands a fetched item to the manager's batch: records, or offsets passed over
+    /// (markers, aborted records) after them. `true` if it added messages.
+    pub(crate) fn deliver(
+        &mut self,
+        tp: &TopicPartition,
+        item: FetchItem,
+        batch: &mut PollBatch,
+    ) -> bool {
+        match item {
+            FetchItem::Records { messages, .. } => {
+                let Some(last) = messages.last() else {
+                    return false;
+                };
+                self.delivered_end = Some(last.offset() + 1);
+                for m in messages {
+                    batch.push(m);
+                }
+                true
+            }
+            FetchItem::Passed { to, .. } => {
+                batch.pass(tp.clone(), self.delivered_end, to);
+                false
+            }
+            FetchItem::HighWatermark { .. } | FetchItem::Failed { .. } => false,
         }
     }
 

@@ -13,8 +13,6 @@ mod protocol;
 mod sync;
 
 #[cfg(test)]
-mod fake_wire;
-#[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
 mod sasl_tests;

@@ -18,10 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::coordinator::{connect_coordinator, GroupError, GroupSettings};
-use super::fake_wire::{api_versions, read_request, respond};
 use super::Assignor;
 use crate::auth::scram::{h, hmac, Keys, ScramHash};
 use crate::auth::AuthError;
+use crate::wire::fake::{api_versions, read_request, respond};
 use crate::wire::transport::Security;
 use crate::{SaslCredentials, SaslMechanism};
 

@@ -31,10 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::control::{CommitIdentity, ControlClient};
 use super::coordinator::GroupSettings;
-use super::fake_wire::{api_versions, read_request, respond};
 use super::membership::{GroupEvent, GroupHandle};
 use super::protocol::encode_assignment;
 use super::Assignor;
+use crate::wire::fake::{api_versions, read_request, respond};
 use crate::wire::transport::Security;
 
 /// The generation the fake group stays at.

@@ -15,7 +15,7 @@ impl RskafkaSource {
         batch: &mut PollBatch,
     ) -> Result<bool, SourceError> {
         let epoch = item.epoch();
-        let Some(partition) = self.owned.values_mut().find(|f| f.epoch == epoch) else {
+        let Some((tp, partition)) = self.owned.iter_mut().find(|(_, f)| f.epoch == epoch) else {
             return Ok(false);
         };
         match item {
@@ -24,17 +24,15 @@ impl RskafkaSource {
                 partition.hold(item);
                 Ok(false)
             }
-            FetchItem::Records {
-                messages,
-                high_watermark,
-                ..
-            } => {
-                partition.note_high_watermark(high_watermark);
-                for m in messages {
-                    batch.push(m);
-                }
-                Ok(true)
+            FetchItem::Passed { .. } if partition.must_hold() => {
+                partition.hold(item);
+                Ok(false)
             }
+            FetchItem::Records { high_watermark, .. } => {
+                partition.note_high_watermark(high_watermark);
+                Ok(partition.deliver(tp, item, batch))
+            }
+            FetchItem::Passed { .. } => Ok(partition.deliver(tp, item, batch)),
             FetchItem::HighWatermark { high_watermark, .. } => {
                 partition.note_high_watermark(high_watermark);
                 Ok(false)
@@ -46,17 +44,12 @@ impl RskafkaSource {
     /// Returns the batches held for partitions resumed since: `true` if there were any.
     pub(super) fn release_held(&mut self, batch: &mut PollBatch) -> bool {
         let mut released = false;
-        for partition in self.owned.values_mut() {
+        for (tp, partition) in &mut self.owned {
             let Some(held) = partition.take_held() else {
                 continue;
             };
             for item in held {
-                if let FetchItem::Records { messages, .. } = item {
-                    released |= !messages.is_empty();
-                    for m in messages {
-                        batch.push(m);
-                    }
-                }
+                released |= partition.deliver(tp, item, batch);
             }
         }
         released

@@ -4,6 +4,8 @@
 //! the fetch path all use it.
 
 pub(crate) mod conn;
+#[cfg(test)]
+pub(crate) mod fake;
 pub(crate) mod metadata;
 pub(crate) mod sasl;
 pub(crate) mod transport;

@@ -9,7 +9,7 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable, Hea
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The next request's header and body; `None` once the client has hung up.
-pub(super) async fn read_request<S: AsyncRead + Unpin>(
+pub(crate) async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Option<(RequestHeader, Bytes)> {
     let len = stream.read_i32().await.ok()?;
@@ -21,7 +21,7 @@ pub(super) async fn read_request<S: AsyncRead + Unpin>(
 }
 
 /// Appends the response frame of `resp`, at version `v`, to `out`.
-pub(super) fn respond<R: Encodable + HeaderVersion>(
+pub(crate) fn respond<R: Encodable + HeaderVersion>(
     out: &mut BytesMut,
     correlation: i32,
     resp: &R,
@@ -38,7 +38,7 @@ pub(super) fn respond<R: Encodable + HeaderVersion>(
 }
 
 /// An ApiVersions answer serving `served`: (API, oldest, newest version).
-pub(super) fn api_versions(served: &[(ApiKey, i16, i16)]) -> ApiVersionsResponse {
+pub(crate) fn api_versions(served: &[(ApiKey, i16, i16)]) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(
         served
             .iter()
