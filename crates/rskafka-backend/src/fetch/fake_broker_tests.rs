@@ -91,6 +91,8 @@ fn log() -> Vec<(i64, Vec<u8>)> {
 struct Fake {
     fetches: Arc<AtomicUsize>,
     committed: Arc<Mutex<Option<i64>>>,
+    /// Flips a bit in the batch at offset 7, as a disk or a network might.
+    corrupt: bool,
 }
 
 const SERVED: [(ApiKey, i16, i16); 8] = [
@@ -215,7 +217,11 @@ impl Fake {
             .map(|p| p.fetch_offset);
         let mut data: Vec<u8> = Vec::new();
         if let Some(offset) = offset {
-            for (last, bytes) in log() {
+            for (last, mut bytes) in log() {
+                if self.corrupt && last == 8 {
+                    let end = bytes.len() - 1;
+                    bytes[end] ^= 0x40;
+                }
                 if last >= offset {
                     data.extend_from_slice(&bytes);
                 }
@@ -254,12 +260,12 @@ impl Fake {
 /// `expected` records, then idles `idle`; returns what it handled and the Fetch
 /// requests the idle time cost.
 fn consume(
+    fake: Fake,
     isolation: IsolationLevel,
     expected: usize,
     idle: Duration,
 ) -> (Vec<i64>, usize, ThreadManager) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fake = Fake::default();
     let addr = rt.block_on(fake.clone().start());
     let source = RskafkaSource::builder()
         .bootstrap_servers([addr.as_str()])
@@ -301,7 +307,8 @@ fn consume(
 #[test]
 fn read_committed_delivers_committed_records_only_and_idles_past_the_trailing_marker() {
     let idle = Duration::from_secs(2);
-    let (handled, idle_fetches, manager) = consume(IsolationLevel::ReadCommitted, 5, idle);
+    let (handled, idle_fetches, manager) =
+        consume(Fake::default(), IsolationLevel::ReadCommitted, 5, idle);
     assert_eq!(
         handled,
         [0, 1, 2, 7, 8],
@@ -334,10 +341,47 @@ fn read_committed_delivers_committed_records_only_and_idles_past_the_trailing_ma
 #[test]
 fn read_uncommitted_delivers_the_aborted_records_too() {
     let (handled, _, manager) = consume(
+        Fake::default(),
         IsolationLevel::ReadUncommitted,
         7,
         Duration::from_millis(300),
     );
     assert_eq!(handled, [0, 1, 2, 4, 5, 7, 8], "never a marker");
     manager.stop().unwrap();
+}
+
+#[test]
+fn a_corrupt_batch_stops_the_manager_failed_naming_where_and_nothing_past_it_is_committed() {
+    let fake = Fake {
+        corrupt: true,
+        ..Fake::default()
+    };
+    // Nothing is delivered: the response holding the bad batch fails as a whole.
+    let (handled, idle_fetches, manager) = consume(
+        fake,
+        IsolationLevel::ReadCommitted,
+        0,
+        Duration::from_millis(500),
+    );
+    let limit = Instant::now() + Duration::from_secs(20);
+    while manager.stats().state != ktm_core::State::Failed {
+        assert!(Instant::now() < limit, "still {:?}", manager.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = manager.stop().unwrap();
+    let ktm_core::StopReason::SourceFailed(why) = &report.reason else {
+        panic!("{report:?}");
+    };
+    assert!(
+        why.contains("tx [0] at offset 7") && why.contains("checksum"),
+        "{why}"
+    );
+    assert!(handled.is_empty(), "{handled:?}");
+    assert!(idle_fetches <= 2, "not retried: {idle_fetches} fetches");
+    assert_eq!(
+        report.poll_errors, 0,
+        "fatal at once, not retried: {report:?}"
+    );
+    let committed = report.committed.get(&TopicPartition::new(TOPIC, 0));
+    assert!(committed.is_none_or(|c| c == 0), "{committed:?}");
 }
