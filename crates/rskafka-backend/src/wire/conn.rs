@@ -123,12 +123,14 @@ macro_rules! requests {
 // v8 batches groups; OffsetCommit v9 belongs to the KIP-848 protocol.
 //
 // The fetch path: Fetch v4 brings isolation levels, the last stable offset and the
-// aborted-transaction list; v7 fetch sessions (KIP-227); v12 is the last that names
-// topics (v13 switches to topic ids). ListOffsets v2 takes the isolation level (latest
+// aborted-transaction list; v7 fetch sessions (KIP-227); v11 is the last before the
+// flexible versions, whose additions (diverging epochs, KIP-320) this consumer does not
+// use, and whose tagged fields Tansu 0.6 fills wrongly (a v12 answer carries tag 0, the
+// node endpoints of v16, which a strict decoder must refuse). ListOffsets v2 takes the isolation level (latest
 // under read_committed is the last stable offset); v7 is the last before tiered
 // storage. Metadata v1 has leader ids and rack; v12 is the newest librdkafka 2.12 sends.
 requests! {
-    FetchRequest => FetchResponse, Fetch, 4..=12;
+    FetchRequest => FetchResponse, Fetch, 4..=11;
     ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1..=7;
     MetadataRequest => MetadataResponse, Metadata, 1..=12;
     ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0..=0;
