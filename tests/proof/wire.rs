@@ -1,8 +1,9 @@
-//! Two Kafka requests spoken by hand, for what no client library lets a test do: a
+//! Kafka requests spoken by hand, for what no client library lets a test do: a
 //! Produce (v3) of a record batch built here, with attributes a producer never sets
 //! itself (a LogAppendTime batch, as a broker serves it after stamping it), and a
 //! read_committed Fetch (v4) that shows what the broker itself says about a partition:
-//! its high watermark, its last stable offset and its list of aborted transactions.
+//! its high watermark, its last stable offset, its list of aborted transactions and
+//! its batches' attributes; and ApiVersions, to learn what the broker offers.
 //! Only the fields these tests need are decoded; layouts are Kafka's (non-flexible
 //! versions, request header v1, response header v0).
 
@@ -227,6 +228,22 @@ pub fn log_batches(addr: &str, topic: &str, partition: i32) -> Vec<BatchHeader> 
             return batches;
         }
     }
+}
+
+/// The API keys the broker offers (ApiVersions v0).
+pub fn api_keys(addr: &str) -> Vec<i16> {
+    let response = call(addr, 18, 0, &[]);
+    let mut r = Reader(&response);
+    let error = r.i16();
+    assert_eq!(error, 0, "ApiVersions error code {error}");
+    let count = r.i32();
+    (0..count.max(0))
+        .map(|_| {
+            let key = r.i16();
+            let (_min, _max) = (r.i16(), r.i16());
+            key
+        })
+        .collect()
 }
 
 /// Sends one request (header v1) and returns the response after its correlation id.
