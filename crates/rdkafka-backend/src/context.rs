@@ -45,6 +45,9 @@ struct Shared {
 #[derive(Default)]
 pub(crate) struct GroupContext {
     shared: Mutex<Shared>,
+    /// Lag is measured to the last stable offset under `isolation.level=read_committed`
+    /// (what such a consumer can reach), as librdkafka's own `consumer_lag`.
+    read_committed: bool,
     /// Set once the manager closes the source: its final commit is done, so the revoke
     /// that closing triggers commits nothing more.
     closing: AtomicBool,
@@ -60,6 +63,14 @@ pub(crate) struct GroupContext {
 }
 
 impl GroupContext {
+    /// A context for a consumer reading at `isolation.level=read_committed` or not.
+    pub(crate) fn new(read_committed: bool) -> Self {
+        Self {
+            read_committed,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // Every critical section is a few map operations: a panic cannot leave it torn.
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
@@ -275,12 +286,17 @@ impl ClientContext for GroupContext {
             for (&partition, p) in &topic.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" partition; -1001
                 // (invalid) means no fetch response yet.
-                if partition < 0 || p.hi_offset < 0 {
+                let reachable = if self.read_committed && p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if partition < 0 || reachable < 0 {
                     continue;
                 }
                 let tp = TopicPartition::new(name.as_str(), partition);
                 if shared.assigned.contains(&tp) {
-                    shared.high_watermarks.insert(tp, p.hi_offset);
+                    shared.high_watermarks.insert(tp, reachable);
                 }
             }
         }

@@ -42,6 +42,7 @@ mod convert;
 mod dead_letter;
 mod error;
 mod fetch_queue;
+mod passed;
 mod source;
 mod worker;
 

@@ -25,6 +25,7 @@ use crate::context::GroupContext;
 use crate::convert::{partition_list, to_tpl, MessageConverter};
 use crate::error::source_error;
 use crate::fetch_queue::FetchQueue;
+use crate::passed::PassedOver;
 use crate::worker::{Membership, RdConsumer, Worker};
 use crate::BACKEND;
 
@@ -62,6 +63,8 @@ pub struct RdkafkaSource {
     /// A consumer error met after a poll had taken records or events: the next poll
     /// returns it (one-shot errors, such as an offset reset refused, are not repeated).
     pending_error: Option<SourceError>,
+    /// Offsets librdkafka passed over (transaction markers, aborted records).
+    passed: PassedOver,
 }
 
 /// The consumer, once created.
@@ -115,6 +118,7 @@ impl RdkafkaSource {
             paused: HashSet::new(),
             dropped: HashMap::new(),
             pending_error: None,
+            passed: PassedOver::default(),
         })
     }
 
@@ -154,7 +158,9 @@ impl RdkafkaSource {
     fn connect(&self) -> Result<Running, SourceError> {
         let consumer: RdConsumer = self
             .config
-            .create_with_context(GroupContext::default())
+            .create_with_context(GroupContext::new(
+                self.config.get("isolation.level") != Some("read_uncommitted"),
+            ))
             .map_err(|e| source_error("creating the consumer", e))?;
         let context = Arc::clone(consumer.context());
         let consumer = Arc::new(consumer);
@@ -312,6 +318,7 @@ impl MessageSource for RdkafkaSource {
             .collect();
         for event in before.into_iter().chain(after.iter().cloned()) {
             if let SourceEvent::Revoked(tps) | SourceEvent::Lost(tps) = &event {
+                self.passed.forget(tps);
                 // The context resumed them in librdkafka already.
                 for tp in tps {
                     self.paused.remove(tp);
@@ -342,6 +349,8 @@ impl MessageSource for RdkafkaSource {
                 true
             });
         }
+        self.passed.note_delivered(batch);
+        self.passed.report(&running.consumer, batch);
         if batch.is_empty() {
             if let Some(e) = self.pending_error.take() {
                 return Err(e);

@@ -222,6 +222,10 @@ impl<H: Handle> Runner<H> {
             }
             for passed in self.batch.take_passed() {
                 self.progress.pass(passed);
+                // Passed-over offsets (markers) count toward the commit policy as a
+                // record does: an idle transactional partition gets its position
+                // committed past its last marker.
+                self.handled_since_commit += 1;
             }
             // Before the batch too, so lag is visible while a slow batch runs.
             self.publish_partitions();
