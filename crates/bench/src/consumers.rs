@@ -308,7 +308,7 @@ fn rskafka_source(a: &ChildArgs, group: &str, reset: OffsetReset) -> BoxResult<R
         .fetch_max_wait(Duration::from_millis(u64::from(
             FETCH_WAIT_MS.unsigned_abs(),
         )))
-        .prefetch_batches(2)
+        .queued_max_bytes(32 * 1024 * 1024)
         .build()?)
 }
 
