@@ -64,8 +64,15 @@ impl Broker {
 
     /// Starts `tansu` from PATH on a free port and waits until it says `ready in`.
     pub(crate) fn start_tansu() -> BoxResult<Self> {
+        Self::start_tansu_advertising(None)
+    }
+
+    /// [`start_tansu`](Self::start_tansu), Tansu advertising `advertised` (a proxy in
+    /// front of it) as its address when given; `address` is where it listens.
+    pub(crate) fn start_tansu_advertising(advertised: Option<u16>) -> BoxResult<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let version = Command::new("tansu")
             .arg("--version")
             .output()
@@ -79,7 +86,7 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())

@@ -7,11 +7,10 @@
 //! loop body), so group joins and the start-up are left out.
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ktm_core::{
     CommitPolicy, Message as CoreMessage, OffsetReset, ThreadManager, ThreadManagerBuilder,
     WorkerPool,
@@ -23,6 +22,9 @@ use rdkafka::{ClientConfig, Message};
 use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::ClientBuilder;
 
+pub(crate) use crate::meter::Throughput;
+use crate::meter::{vm_hwm_kib, Meter};
+use crate::probe;
 use crate::BoxResult;
 
 /// `max.partition.fetch.bytes` of the rskafka loop and the rskafka manager.
@@ -41,7 +43,9 @@ const FETCH_QUEUE_BACKOFF_MS: &str = "5";
 /// 64 MiB and 100,000 messages). With the defaults the same loop swung between 0.68M
 /// and 1.68M messages/s from run to run; with 4 MiB it held at 1.05M-1.19M, with half the
 /// peak RSS.
-const QUEUED_MAX_KBYTES: &str = "4096";
+/// The rskafka manager's prefetch budget (`queued_max_bytes`) is the same bound, so that
+/// both managers may hold as many fetched bytes.
+const QUEUED_MAX_KBYTES: i64 = 4096;
 const QUEUED_MIN_MESSAGES: &str = "10000";
 
 /// The librdkafka settings above as Python dict entries, for the original's patched copy.
@@ -53,8 +57,6 @@ pub(crate) fn fetch_settings_python() -> String {
 /// Group session timeout: Tansu 0.6 can take half of it to complete a join.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long a child may take to read the backlog before it gives up.
-const CONSUME_DEADLINE: Duration = Duration::from_secs(900);
 /// How long a stop-latency run may wait for its assignment.
 const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
 /// What the slow callback of the worker-pool rows does per message.
@@ -126,111 +128,9 @@ pub(crate) struct ChildArgs {
     pub(crate) stops: usize,
     /// Worker threads, for the pool kinds.
     pub(crate) workers: usize,
-}
-
-/// A throughput measurement.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Throughput {
-    pub(crate) messages: u64,
-    /// From the first message to the last.
-    pub(crate) seconds: f64,
-    pub(crate) peak_rss_kib: u64,
-}
-
-impl Throughput {
-    pub(crate) fn per_second(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.messages as f64 / self.seconds
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Counts messages and notes when the first and the last arrived.
-struct Meter {
-    total: u64,
-    count: AtomicU64,
-    first: OnceLock<Instant>,
-    last: OnceLock<Instant>,
-}
-
-impl Meter {
-    fn new(total: u64) -> Arc<Self> {
-        Arc::new(Self {
-            total,
-            count: AtomicU64::new(0),
-            first: OnceLock::new(),
-            last: OnceLock::new(),
-        })
-    }
-
-    /// One message handled (its payload is touched so that it is not optimised out).
-    #[inline]
-    fn record(&self, payload: Option<&[u8]>) {
-        std::hint::black_box(payload);
-        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == 1 {
-            let _ = self.first.set(Instant::now());
-        }
-        if n == self.total {
-            let _ = self.last.set(Instant::now());
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.last.get().is_some()
-    }
-
-    /// Waits until every message was seen, drawing a progress bar (on a terminal).
-    fn wait(&self, label: &str) -> BoxResult<Throughput> {
-        let bar = ProgressBar::new(self.total).with_style(
-            ProgressStyle::with_template(&format!(
-                "{label:>16} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
-            ))?
-            .progress_chars("=> "),
-        );
-        let deadline = Instant::now() + CONSUME_DEADLINE;
-        while !self.done() {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{label}: only {} of {} messages after {CONSUME_DEADLINE:?}",
-                    self.count.load(Ordering::Relaxed),
-                    self.total
-                )
-                .into());
-            }
-            bar.set_position(self.count.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bar.finish_and_clear();
-        let (Some(first), Some(last)) = (self.first.get(), self.last.get()) else {
-            return Err("no message was seen".into());
-        };
-        Ok(Throughput {
-            messages: self.count.load(Ordering::Relaxed),
-            seconds: last.duration_since(*first).as_secs_f64(),
-            peak_rss_kib: vm_hwm_kib(),
-        })
-    }
-}
-
-/// This process's peak resident set size (VmHWM), in KiB.
-pub(crate) fn vm_hwm_kib() -> u64 {
-    hwm_of("/proc/self/status")
-}
-
-/// The VmHWM line of a `/proc/<pid>/status` file, in KiB (0 when absent).
-pub(crate) fn hwm_of(status_path: &str) -> u64 {
-    std::fs::read_to_string(status_path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    /// Which repetition of the same measurement this is: part of the group id, so that
+    /// every run reads the backlog from offset 0.
+    pub(crate) run: usize,
 }
 
 /// The child's side: measures, then prints one `RESULT` or `STOPS` line on stdout.
@@ -273,8 +173,24 @@ pub(crate) fn run_child(a: &ChildArgs) -> BoxResult<()> {
             println!("STOPS {} {}", vm_hwm_kib(), list.join(" "));
         }
         _ => {
-            let t = throughput(a)?;
-            println!("RESULT {} {} {}", t.messages, t.seconds, t.peak_rss_kib);
+            // Counted from before the consumer connects until after it closed.
+            let port = probe::port_of(&a.brokers).ok_or("--brokers has no port")?;
+            let sampler = probe::Sampler::start(port)?;
+            let measured = throughput(a);
+            let sampled = sampler.finish();
+            let t = measured.inspect_err(|e| {
+                // On stdout too, so that the parent can report why.
+                println!("FAILED {}", e.to_string().replace('\n', " "));
+            })?;
+            println!(
+                "RESULT {} {} {} {} {} {}",
+                t.messages,
+                t.seconds,
+                t.peak_rss_kib,
+                t.cpu_seconds,
+                t.cpu_total_seconds,
+                sampled.max(t.connections)
+            );
         }
     }
     Ok(())
@@ -308,7 +224,7 @@ fn rskafka_source(a: &ChildArgs, group: &str, reset: OffsetReset) -> BoxResult<R
         .fetch_max_wait(Duration::from_millis(u64::from(
             FETCH_WAIT_MS.unsigned_abs(),
         )))
-        .queued_max_bytes(32 * 1024 * 1024)
+        .queued_max_bytes(QUEUED_MAX_KBYTES * 1024)
         .build()?)
 }
 
@@ -327,7 +243,7 @@ fn rdkafka_source(
         .heartbeat_interval(HEARTBEAT)
         .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
         .set("queued.min.messages", QUEUED_MIN_MESSAGES)
         .read_headers(headers)
         .build()?)
@@ -346,9 +262,9 @@ fn manager_builder(a: &ChildArgs, group: &str, rskafka: bool) -> BoxResult<Threa
 }
 
 fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
-    let meter = Meter::new(a.messages);
+    let meter = Meter::new(a.messages, probe::port_of(&a.brokers));
     // A group per run: each reads the topic from offset 0.
-    let group = format!("{}-{}-{}", a.topic, a.kind.name(), a.workers);
+    let group = format!("{}-{}-{}-{}", a.topic, a.kind.name(), a.workers, a.run);
     match a.kind {
         Kind::RawRskafka => {
             let stop = Arc::new(AtomicBool::new(false));
@@ -404,7 +320,13 @@ fn throughput(a: &ChildArgs) -> BoxResult<Throughput> {
                 })
                 .build()?;
             manager.start()?;
-            let result = meter.wait(a.kind.name());
+            let result = meter.wait(a.kind.name()).map_err(|e| {
+                // Why a manager that kept retrying never got its messages.
+                match manager.stats().last_error {
+                    Some(last) => format!("{e}; the manager's last error: {last}").into(),
+                    None => e,
+                }
+            });
             manager.stop()?;
             result
         }
@@ -456,7 +378,7 @@ fn base_consumer(a: &ChildArgs, group: &str, reset: &str) -> BoxResult<BaseConsu
         .set("heartbeat.interval.ms", HEARTBEAT.as_millis().to_string())
         .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
         .set("queued.min.messages", QUEUED_MIN_MESSAGES)
         .create()?)
 }
@@ -511,27 +433,35 @@ pub(crate) fn spawn_child(a: &ChildArgs) -> BoxResult<String> {
         .args(["--partitions", &a.partitions.to_string()])
         .args(["--stops", &a.stops.to_string()])
         .args(["--workers", &a.workers.to_string()])
+        .args(["--run", &a.run.to_string()])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let failure = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("FAILED "))
+        .map_or_else(String::new, |why| format!(": {why}"));
     stdout
         .lines()
         .find(|l| l.starts_with("RESULT ") || l.starts_with("STOPS "))
         .map(str::to_owned)
-        .ok_or_else(|| format!("child {} failed ({})", a.kind.name(), out.status).into())
+        .ok_or_else(|| format!("child {} failed ({}){failure}", a.kind.name(), out.status).into())
 }
 
-/// Parses a `RESULT messages seconds hwm_kib` line.
+/// Parses a `RESULT messages seconds hwm_kib cpu_s cpu_total_s connections` line.
 pub(crate) fn parse_result(line: &str) -> BoxResult<Throughput> {
     let f: Vec<&str> = line.split_whitespace().collect();
-    if f.len() != 4 {
+    if f.len() != 7 {
         return Err(format!("bad child line {line:?}").into());
     }
     Ok(Throughput {
         messages: f[1].parse()?,
         seconds: f[2].parse()?,
         peak_rss_kib: f[3].parse()?,
+        cpu_seconds: f[4].parse()?,
+        cpu_total_seconds: f[5].parse()?,
+        connections: f[6].parse()?,
     })
 }
 

@@ -17,152 +17,50 @@
 //! eager against cooperative, on both backends; it rewrites only its own section of
 //! `--out`, and the default run keeps that section. `--rebalance --mock-cluster` runs it
 //! against librdkafka's in-process mock cluster instead of Tansu (its own section).
+//!
+//! `--fetch-path` runs only issue 16's measurement instead (`fetch_path.rs`): for 3, 64
+//! and 512 partitions (`--scan-partitions`), the raw rskafka loop and both managers'
+//! messages/s, peak RSS and TCP connections to the broker; for the codecs none, lz4 and
+//! zstd (`--codecs`), both managers' messages/s and CPU seconds per million messages.
+//! It rewrites only its own section of `--out` (`--mock-cluster`: on librdkafka's mock
+//! cluster, a section of its own), and the default run keeps it.
 
 #![forbid(unsafe_code)]
 mod broker;
 mod consumers;
+mod fetch_cap;
+mod fetch_path;
+mod fetch_path_report;
+mod fetch_path_rows;
+mod meter;
+mod options;
+mod probe;
 mod produce;
+mod produce_codec;
 mod python;
 mod rebalance;
 mod rebalance_report;
 mod rebalance_settings;
 mod report;
+mod sections;
 mod svg;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use broker::Broker;
 use consumers::{parse_result, parse_stops, spawn_child, ChildArgs, Kind};
+use options::Options;
 use produce::{TopicSpec, BATCH};
 use report::{PoolRow, Results};
 
 /// The error type of the bench: any error, reported from `main`.
 pub(crate) type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const USAGE: &str = "usage: ktm-bench [--brokers HOST:PORT] [--messages N] [--size BYTES] \
-[--partitions P] [--stops K] [--pool-messages N] [--out docs/BENCHMARKS.md] [--python PATH] \
-[--script PATH] [--skip-python]
-       ktm-bench --rebalance [--brokers HOST:PORT | --mock-cluster] [--joins N] [--rebalance-partitions P] \
-[--rate RECORDS_PER_S] [--session-timeout-ms MS] [--heartbeat-ms MS] [--rows all|rskafka-eager,rskafka-cooperative,rdkafka-eager,rdkafka-cooperative] \
-[--out docs/BENCHMARKS.md]";
-
 /// Partitions of the worker-pool topic: 8 workers over 8 partitions.
 const POOL_PARTITIONS: i32 = 8;
 /// The worker counts measured with the slow callback.
 const POOL_WORKERS: [usize; 4] = [1, 2, 4, 8];
-
-/// The command-line options.
-struct Options {
-    brokers: Option<String>,
-    messages: u64,
-    size: usize,
-    partitions: i32,
-    stops: usize,
-    /// Messages for each worker-pool run (a 1 ms callback: about 1,000/s per worker).
-    pool_messages: u64,
-    out: PathBuf,
-    python: String,
-    script: String,
-    skip_python: bool,
-    /// `--child KIND`: run one measurement and print it (internal).
-    child: Option<Kind>,
-    /// `--topic`: the child's topic (internal).
-    topic: Option<String>,
-    /// `--workers`: the child's worker count (internal).
-    workers: usize,
-    /// `--rebalance`: run only the rebalance measurement.
-    rebalance: bool,
-    /// `--joins`, `--rebalance-partitions`, `--rate`, `--rows`: its settings.
-    rebalance_settings: rebalance::Settings,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> BoxResult<Self> {
-        let mut o = Options {
-            brokers: None,
-            messages: 1_000_000,
-            size: 100,
-            partitions: 3,
-            stops: 20,
-            pool_messages: 8_000,
-            out: PathBuf::from("docs/BENCHMARKS.md"),
-            python: "python3".to_owned(),
-            script: default_script(),
-            skip_python: false,
-            child: None,
-            topic: None,
-            workers: 1,
-            rebalance: false,
-            rebalance_settings: rebalance::Settings::default(),
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            if flag == "--skip-python" {
-                o.skip_python = true;
-                continue;
-            }
-            if flag == "--rebalance" {
-                o.rebalance = true;
-                continue;
-            }
-            if o.rebalance_settings.switch(flag) {
-                continue;
-            }
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = it
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-            match flag.as_str() {
-                "--brokers" => o.brokers = Some(value.clone()),
-                "--messages" => o.messages = value.parse()?,
-                "--size" => o.size = value.parse()?,
-                "--partitions" => o.partitions = value.parse()?,
-                "--stops" => o.stops = value.parse()?,
-                "--pool-messages" => o.pool_messages = value.parse()?,
-                "--workers" => o.workers = value.parse()?,
-                "--out" => o.out = PathBuf::from(value),
-                "--python" => o.python = value.clone(),
-                "--script" => o.script = value.clone(),
-                "--child" => o.child = Some(Kind::parse(value)?),
-                "--topic" => o.topic = Some(value.clone()),
-                _ if o.rebalance_settings.set(flag, value)? => {}
-                _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
-            }
-        }
-        if o.messages == 0
-            || o.partitions < 1
-            || o.stops == 0
-            || o.pool_messages == 0
-            || o.workers == 0
-        {
-            return Err(
-                "--messages, --partitions, --stops, --pool-messages and --workers must be at least 1"
-                    .into(),
-            );
-        }
-        let brokers = o.brokers.is_some();
-        o.rebalance_settings.check(o.rebalance, brokers)?;
-        Ok(o)
-    }
-}
-
-/// Where the Python original is: the project's `shared/` folder, beside the work tree.
-fn default_script() -> String {
-    const CANDIDATES: [&str; 3] = [
-        "../shared/reference/seed_thread_manager.py",
-        "shared/reference/seed_thread_manager.py",
-        "/work/shared/reference/seed_thread_manager.py",
-    ];
-    CANDIDATES
-        .iter()
-        .find(|p| Path::new(p).is_file())
-        .unwrap_or(&CANDIDATES[2])
-        .to_string()
-}
 
 fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -183,6 +81,21 @@ fn main() -> BoxResult<()> {
             &command,
         );
     }
+    if o.fetch_path {
+        let command = format!("cargo run --release -p ktm-bench -- {}", args.join(" "));
+        return fetch_path::run(
+            &o.fetch_path_settings,
+            &fetch_path::Run {
+                brokers: o.brokers.as_deref(),
+                mock_cluster: o.rebalance_settings.mock_cluster,
+                messages: o.messages,
+                size: o.size,
+                codec_partitions: o.partitions,
+                out: &o.out,
+                command,
+            },
+        );
+    }
     if let Some(kind) = o.child {
         return consumers::run_child(&ChildArgs {
             kind,
@@ -192,6 +105,7 @@ fn main() -> BoxResult<()> {
             partitions: o.partitions,
             stops: o.stops,
             workers: o.workers,
+            run: o.run,
         });
     }
     let started = Instant::now();
@@ -237,6 +151,7 @@ fn main() -> BoxResult<()> {
         partitions: o.partitions,
         stops: o.stops,
         workers: 1,
+        run: 0,
     };
     let measure = |kind: Kind| -> BoxResult<consumers::Throughput> {
         let t = parse_result(&spawn_child(&child(kind, &topic))?)?;
@@ -359,9 +274,14 @@ fn write_outputs(out: &Path, results: &Results) -> BoxResult<()> {
         .unwrap_or("benchmarks-workers.svg")
         .to_owned();
     let mut md = results.markdown(&svg_name, &pool_svg_name);
-    // The `--rebalance` section is not measured here: keep the one already written.
+    // The `--rebalance` and `--fetch-path` sections are not measured here: keep the
+    // ones already written.
     let existing = std::fs::read_to_string(out).unwrap_or_default();
-    if let Some(section) = rebalance_report::existing_section(&existing) {
+    let kept = [
+        rebalance_report::existing_section(&existing),
+        fetch_path_report::existing_section(&existing),
+    ];
+    for section in kept.iter().flatten() {
         md = format!("{}\n\n{}", md.trim_end(), section.trim_end());
         md.push('\n');
     }

@@ -61,6 +61,22 @@ pub(crate) async fn produce(
     Ok(())
 }
 
+/// Writes each topic's records of `size` bytes, the topics being created already
+/// (librdkafka's mock cluster has no CreateTopics: they are made through it).
+pub(crate) async fn fill_created(
+    bootstrap: &str,
+    topics: &[TopicSpec<'_>],
+    size: usize,
+) -> BoxResult<()> {
+    let client = ClientBuilder::new(vec![bootstrap.to_owned()])
+        .build()
+        .await?;
+    for t in topics.iter().filter(|t| t.messages > 0) {
+        fill(&client, t, size).await?;
+    }
+    Ok(())
+}
+
 async fn fill(client: &rskafka::client::Client, t: &TopicSpec<'_>, size: usize) -> BoxResult<()> {
     let (topic, messages, partitions) = (t.name, t.messages, t.partitions);
     let batch = t.batch.max(1) as u64;

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::consumers::hwm_of;
+use crate::meter::hwm_of;
 use crate::BoxResult;
 
 /// How long the script may run (its first group join on Tansu alone can take long).

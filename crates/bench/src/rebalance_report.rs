@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::rebalance::{Log, Settings, Variant, STEADY};
+use crate::sections;
 
 /// A gap counts as a stop above this many steady inter-record gaps.
 pub(crate) const STOPPED_FACTOR: f64 = 10.0;
@@ -232,32 +233,14 @@ fn mock_note(s: &Settings) -> String {
     )
 }
 
-/// The section under `heading` in `report`, if it has one (up to the next `## `).
-fn section_at<'a>(report: &'a str, heading: &str) -> Option<&'a str> {
-    let start = report.find(heading)?;
-    let rest = &report[start..];
-    let len = rest[heading.len()..]
-        .find("\n## ")
-        .map_or(rest.len(), |i| heading.len() + i + 1);
-    Some(&rest[..len])
-}
-
 /// The rebalance sections of an existing report (Tansu's, then the mock cluster's), if
 /// it has any.
 pub(crate) fn existing_section(report: &str) -> Option<String> {
-    let found: Vec<&str> = [HEADING, MOCK_HEADING]
-        .iter()
-        .filter_map(|h| section_at(report, h).map(str::trim_end))
-        .collect();
-    (!found.is_empty()).then(|| found.join("\n\n"))
+    sections::existing(report, &[HEADING, MOCK_HEADING])
 }
 
 /// `report` with its rebalance section (the mock cluster's when `mock`) replaced by
 /// `section` (appended when absent).
 pub(crate) fn splice(report: &str, section: &str, mock: bool) -> String {
-    match section_at(report, heading(mock)) {
-        Some(old) => report.replacen(old, section, 1),
-        None if report.is_empty() => section.to_owned(),
-        None => format!("{}\n\n{section}", report.trim_end()),
-    }
+    sections::splice_at(report, section, heading(mock))
 }

@@ -129,15 +129,23 @@ impl Settings {
     }
 
     /// Checks the settings once parsed (`rebalance`: whether `--rebalance` was given,
-    /// `brokers`: whether `--brokers` was) and fills in the mock cluster's defaults.
-    pub(crate) fn check(&mut self, rebalance: bool, brokers: bool) -> BoxResult<()> {
+    /// `fetch_path`: whether `--fetch-path` was, `brokers`: whether `--brokers` was) and
+    /// fills in the mock cluster's defaults.
+    pub(crate) fn check(
+        &mut self,
+        rebalance: bool,
+        fetch_path: bool,
+        brokers: bool,
+    ) -> BoxResult<()> {
         if self.joins == 0 || self.partitions < 4 || self.rate == 0 {
             return Err(
                 "--joins and --rate must be at least 1, --rebalance-partitions at least 4".into(),
             );
         }
-        if self.mock_cluster && (!rebalance || brokers) {
-            return Err("--mock-cluster goes with --rebalance, without --brokers".into());
+        if self.mock_cluster && (!(rebalance || fetch_path) || brokers) {
+            return Err(
+                "--mock-cluster goes with --rebalance or --fetch-path, without --brokers".into(),
+            );
         }
         if self.mock_cluster && !self.session_given {
             // The mock holds a rebalance of a formed group for the session timeout less

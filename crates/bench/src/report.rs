@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::consumers::{Kind, Throughput, SLOW_CALLBACK};
+use crate::consumers::{Kind, SLOW_CALLBACK};
+use crate::meter::Throughput;
 use crate::python::PythonOutcome;
 
 /// One worker-pool run: a backend, a worker count, what it reached.
@@ -421,8 +422,9 @@ impl Results {
              fetch for fetch.max.wait.ms even when records are available (with 50 ms the \
              rskafka loop reached about 480k messages/s on this machine, with 5 ms 1.3M-2M; \
              librdkafka's default 500 ms held the rdkafka loop at about 190k). The rskafka \
-             loop and manager fetch max.partition.fetch.bytes 1 MiB (the manager prefetches 2 \
-             batches per partition); the rdkafka loop and manager also set \
+             loop and manager fetch max.partition.fetch.bytes 1 MiB (the manager's prefetch \
+             budget, queued_max_bytes, is 4 MiB for all partitions, the bound of librdkafka's \
+             queue below); the rdkafka loop and manager also set \
              fetch.queue.backoff.ms 5 (librdkafka's default 1 s pauses a partition's fetching \
              whenever its local queue is full, which held the rdkafka manager at about 0.2M \
              messages/s), and bound librdkafka's prefetch queue to 4 MiB / 10,000 messages \
@@ -498,7 +500,7 @@ impl Results {
 }
 
 /// The current UTC date and time, `YYYY-MM-DD HH:MM UTC` (civil-from-days).
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -520,7 +522,7 @@ fn utc_now() -> String {
 }
 
 /// CPU model, cores, memory, OS and rustc of this machine.
-fn machine() -> Vec<String> {
+pub(crate) fn machine() -> Vec<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

@@ -279,7 +279,8 @@ impl RskafkaSourceBuilder {
     /// `queued.max.messages.kbytes`, no Fetch is sent while they are spent. Memory for
     /// prefetching stays within this plus one response per broker in flight (each at
     /// most `fetch.max.bytes`, and no more than the room left), whatever the number
-    /// of partitions.
+    /// of partitions. Fetch sizes are in wire bytes: compressed batches take more
+    /// room once decoded (`docs/BENCHMARKS.md` measures lz4 and zstd backlogs).
     pub fn queued_max_bytes(mut self, bytes: i64) -> Self {
         self.queued_max_bytes = bytes;
         self

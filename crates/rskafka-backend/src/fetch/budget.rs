@@ -4,7 +4,9 @@
 //!
 //! The bound: `queued_max_bytes`, plus at most one response in flight per broker, each
 //! asking for no more than the budget left (and never more than `fetch.max.bytes`), so
-//! memory does not grow with the number of partitions.
+//! memory does not grow with the number of partitions. The request sizes are wire
+//! bytes: a compressed response decodes to more (as in librdkafka, whose bound is also
+//! in wire bytes), and it counts against the budget at its decoded size once read.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
