@@ -55,10 +55,7 @@ pub(crate) async fn produce(
             .create_topic(t.name, t.partitions, 1, 5_000)
             .await?;
     }
-    for t in topics.iter().filter(|t| t.messages > 0) {
-        fill(&client, t, size).await?;
-    }
-    Ok(())
+    fill_all(&client, topics, size).await
 }
 
 /// Writes each topic's records of `size` bytes, the topics being created already
@@ -71,8 +68,17 @@ pub(crate) async fn fill_created(
     let client = ClientBuilder::new(vec![bootstrap.to_owned()])
         .build()
         .await?;
+    fill_all(&client, topics, size).await
+}
+
+/// Writes the records of every topic that has some.
+async fn fill_all(
+    client: &rskafka::client::Client,
+    topics: &[TopicSpec<'_>],
+    size: usize,
+) -> BoxResult<()> {
     for t in topics.iter().filter(|t| t.messages > 0) {
-        fill(&client, t, size).await?;
+        fill(client, t, size).await?;
     }
     Ok(())
 }
