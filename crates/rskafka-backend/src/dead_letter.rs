@@ -441,13 +441,7 @@ fn classify(context: &str, e: RsError) -> SourceError {
             ..
         }
     );
-    let message = format!("{context}: {e}");
-    let err = if fatal {
-        SourceError::fatal(BACKEND, message)
-    } else {
-        SourceError::transient(BACKEND, message)
-    };
-    err.with_source(e)
+    crate::source_error(fatal, format!("{context}: {e}")).with_source(e)
 }
 
 #[cfg(test)]

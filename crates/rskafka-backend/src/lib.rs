@@ -132,3 +132,13 @@ pub use source::RskafkaSource;
 
 /// The backend's name in errors and logs.
 pub(crate) const BACKEND: &str = "rskafka";
+
+/// An error of this backend: fatal when retrying cannot help, else transient.
+pub(crate) fn source_error(fatal: bool, message: impl Into<String>) -> ktm_core::SourceError {
+    let kind = if fatal {
+        ktm_core::SourceErrorKind::Fatal
+    } else {
+        ktm_core::SourceErrorKind::Transient
+    };
+    ktm_core::SourceError::new(BACKEND, kind, message)
+}

@@ -16,7 +16,7 @@ use super::session::Session;
 use super::state::{Part, Position, Shared, State};
 use super::FetchItem;
 use crate::reset::{reset_to, resolve_start, ResetCause, Start};
-use crate::BACKEND;
+use crate::{source_error, BACKEND};
 
 /// The largest `max.partition.fetch.bytes` a partition grows to when one batch does
 /// not fit (Kafka's default `message.max.bytes` is 1 MiB; brokers allow up to
@@ -56,11 +56,7 @@ fn partition_error(tp: &TopicPartition, request: &str, e: ResponseError) -> Sour
             // Retriable on the wire, but the same bytes come back every time.
             ResponseError::CorruptMessage
         );
-    if fatal {
-        SourceError::fatal(BACKEND, message)
-    } else {
-        SourceError::transient(BACKEND, message)
-    }
+    source_error(fatal, message)
 }
 
 /// The part of the state for `tp` if it is still the assignment and position the

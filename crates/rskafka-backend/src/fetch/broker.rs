@@ -21,7 +21,7 @@ use super::session::{Request, Session, Wanted};
 use super::state::{Position, Shared};
 use crate::backoff::Backoff;
 use crate::wire::{Conn, ConnError};
-use crate::BACKEND;
+use crate::{source_error, BACKEND};
 
 /// What a broker task does next, read from the shared state.
 #[derive(Debug, Default)]
@@ -141,12 +141,7 @@ impl BrokerTask {
         self.session.reset();
         let fatal = e.is_fatal();
         let message = format!("fetching from broker {} ({}): {e}", self.id, self.addr);
-        let error = if fatal {
-            SourceError::fatal(BACKEND, message)
-        } else {
-            SourceError::transient(BACKEND, message)
-        }
-        .with_source(e);
+        let error = source_error(fatal, message).with_source(e);
         warn!(%error, "fetch connection failed");
         let mut state = self.shared.lock();
         if fatal {

@@ -11,7 +11,6 @@ use tracing::debug;
 use super::Assignor;
 use crate::wire::conn::{Conn, ConnError};
 use crate::wire::transport::Security;
-use crate::BACKEND;
 
 /// What the group connections need to know.
 #[derive(Clone, Debug)]
@@ -116,14 +115,7 @@ impl GroupError {
 
     /// As a source error: fatal when [`is_fatal`](Self::is_fatal).
     pub(crate) fn into_source_error(self, context: &str) -> SourceError {
-        let fatal = self.is_fatal();
-        let message = format!("{context}: {self}");
-        let e = if fatal {
-            SourceError::fatal(BACKEND, message)
-        } else {
-            SourceError::transient(BACKEND, message)
-        };
-        e.with_source(self)
+        crate::source_error(self.is_fatal(), format!("{context}: {self}")).with_source(self)
     }
 }
 
