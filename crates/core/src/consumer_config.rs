@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::{parse_bootstrap_servers, OffsetReset, TopicPartition};
+use crate::{
+    parse_bootstrap_servers, OffsetReset, Sasl, Security, SecurityProtocol, TlsConfig,
+    TopicPartition,
+};
 
 /// A consumer setting that Kafka would reject or that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +76,13 @@ pub enum ConfigError {
         id: String,
         /// Which rule it breaks.
         reason: &'static str,
+    },
+    /// The security settings do not fit together, or a file they name is missing
+    /// (the reason never contains a secret).
+    #[error("invalid security settings: {reason}")]
+    Security {
+        /// What is wrong.
+        reason: String,
     },
     /// A backend-specific setting was rejected (with the backend's own message).
     #[error("invalid {backend} setting: {message}")]
@@ -164,6 +174,8 @@ pub struct ConsumerConfig {
     pub group_instance_id: Option<String>,
     /// Kafka's `isolation.level` (default [`IsolationLevel::ReadCommitted`]).
     pub isolation_level: IsolationLevel,
+    /// `security.protocol`, SASL and TLS (default: plaintext).
+    pub security: Security,
 }
 
 impl ConsumerConfig {
@@ -202,6 +214,7 @@ impl ConsumerConfig {
                 client_id: "kafka-thread-manager".to_owned(),
                 group_instance_id: None,
                 isolation_level: IsolationLevel::ReadCommitted,
+                security: Security::default(),
             },
         }
     }
@@ -326,6 +339,31 @@ impl ConsumerConfigBuilder {
         self
     }
 
+    /// `security.protocol` (default [`SecurityProtocol::Plaintext`]).
+    pub fn security_protocol(mut self, protocol: SecurityProtocol) -> Self {
+        self.config.security.protocol = protocol;
+        self
+    }
+
+    /// SASL authentication (with [`SecurityProtocol::SaslPlaintext`] or
+    /// [`SecurityProtocol::SaslSsl`]).
+    pub fn sasl(mut self, sasl: Sasl) -> Self {
+        self.config.security.sasl = Some(sasl);
+        self
+    }
+
+    /// TLS settings (with [`SecurityProtocol::Ssl`] or [`SecurityProtocol::SaslSsl`]).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.security.tls = tls;
+        self
+    }
+
+    /// All security settings at once, replacing those given so far.
+    pub fn security(mut self, security: Security) -> Self {
+        self.config.security = security;
+        self
+    }
+
     /// Checks every setting, and splits the bootstrap lists into one address per
     /// element.
     ///
@@ -353,6 +391,7 @@ impl ConsumerConfigBuilder {
         if c.group_id.is_empty() {
             return Err(ConfigError::EmptyGroupId);
         }
+        c.security.check()?;
         if let Some(id) = &c.group_instance_id {
             check_name(id).map_err(|reason| ConfigError::InvalidGroupInstanceId {
                 id: id.clone(),

@@ -33,6 +33,7 @@ mod offsets;
 mod pool;
 mod progress;
 mod runner;
+mod security;
 mod source;
 mod stats;
 mod stop_signal;
@@ -59,6 +60,9 @@ pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
 pub use offsets::{OffsetReset, Offsets};
 pub use pool::{ProcessingOrder, WorkerPool};
+pub use security::{
+    OAuthToken, OAuthTokenProvider, PemSource, Sasl, Secret, Security, SecurityProtocol, TlsConfig,
+};
 pub use source::{MessageSource, PollBatch, SourceEvent};
 pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
 

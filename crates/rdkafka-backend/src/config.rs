@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ktm_core::{
-    ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, OffsetReset, Subscription,
-    TopicPartition,
+    ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, OffsetReset, Sasl,
+    SecurityProtocol, Subscription, TlsConfig, TopicPartition,
 };
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
@@ -46,7 +46,7 @@ const FORCED: [(&str, &str); 3] = [
 ///     .build()?;
 /// # Ok::<(), ktm_core::ConfigError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct RdkafkaSourceBuilder {
     common: ConsumerConfigBuilder,
@@ -54,6 +54,18 @@ pub struct RdkafkaSourceBuilder {
     extra: Vec<(String, String)>,
     close_timeout: Duration,
     read_headers: bool,
+}
+
+impl std::fmt::Debug for RdkafkaSourceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdkafkaSourceBuilder")
+            .field("common", &self.common)
+            .field("from_config", &self.from_config)
+            .field("extra", &crate::security::Redacted(&self.extra))
+            .field("close_timeout", &self.close_timeout)
+            .field("read_headers", &self.read_headers)
+            .finish()
+    }
 }
 
 impl RdkafkaSourceBuilder {
@@ -156,6 +168,23 @@ impl RdkafkaSourceBuilder {
         self.common(|c| c.isolation_level(level))
     }
 
+    /// `security.protocol` (default plaintext). `ssl` and `sasl_ssl` need the
+    /// `rdkafka-ssl` feature.
+    pub fn security_protocol(self, protocol: SecurityProtocol) -> Self {
+        self.common(|c| c.security_protocol(protocol))
+    }
+
+    /// SASL: `PLAIN`, `SCRAM-SHA-256`/`512` (with `rdkafka-ssl`), `OAUTHBEARER`, or
+    /// `GSSAPI` (with `rdkafka-gssapi`).
+    pub fn sasl(self, sasl: Sasl) -> Self {
+        self.common(|c| c.sasl(sasl))
+    }
+
+    /// TLS settings: CA, client certificate, host name check (librdkafka's `ssl.*`).
+    pub fn tls(self, tls: TlsConfig) -> Self {
+        self.common(|c| c.tls(tls))
+    }
+
     /// Any librdkafka property, passed through as is; it overrides the settings above.
     /// `enable.auto.commit` and `enable.auto.offset.store` are always `false` (the
     /// manager decides what is committed), and so is `enable.partition.eof`.
@@ -190,11 +219,13 @@ impl RdkafkaSourceBuilder {
             None => self.common.build()?,
         };
         let mut client = client_config(&common);
+        crate::security::apply(&common.security, &mut client)?;
         for (key, value) in self.extra {
             client.set(key, value);
         }
+        let oauth = crate::security::oauth_provider(&common.security);
         Ok(
-            RdkafkaSource::from_parts(client, common.subscription, self.close_timeout)?
+            RdkafkaSource::from_parts(client, common.subscription, self.close_timeout, oauth)?
                 .with_read_headers(self.read_headers),
         )
     }

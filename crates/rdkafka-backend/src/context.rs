@@ -60,13 +60,16 @@ pub(crate) struct GroupContext {
     has_high_watermarks: AtomicBool,
     /// Where assigned partitions' records go (weak: the queue holds the consumer).
     fetch_queue: OnceLock<Weak<FetchQueue>>,
+    /// Where `OAUTHBEARER` tokens come from, when that is the SASL mechanism.
+    oauth: Option<ktm_core::OAuthTokenProvider>,
 }
 
 impl GroupContext {
     /// A context for a consumer reading at `isolation.level=read_committed` or not.
-    pub(crate) fn new(read_committed: bool) -> Self {
+    pub(crate) fn new(read_committed: bool, oauth: Option<ktm_core::OAuthTokenProvider>) -> Self {
         Self {
             read_committed,
+            oauth,
             ..Self::default()
         }
     }
@@ -273,6 +276,15 @@ pub(crate) fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, message: &str) {
 }
 
 impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::security::oauth_token(self.oauth.as_ref())
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         log_to_tracing(level, fac, message);
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ktm_core::{
     async_trait, parse_bootstrap_servers, ConfigError, DeadLetterProducer, DeadLetterRecord,
-    SourceError, Timestamp,
+    OAuthTokenProvider, Sasl, Security, SecurityProtocol, SourceError, Timestamp, TlsConfig,
 };
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -28,11 +28,22 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// duplicate it.
 const DEFAULTS: [(&str, &str); 2] = [("acks", "all"), ("enable.idempotence", "true")];
 
-/// Routes librdkafka's producer logs to `tracing`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ProducerLogContext;
+/// Routes librdkafka's producer logs to `tracing`, and hands it `OAUTHBEARER` tokens.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProducerLogContext {
+    oauth: Option<OAuthTokenProvider>,
+}
 
 impl ClientContext for ProducerLogContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::security::oauth_token(self.oauth.as_ref())
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         crate::context::log_to_tracing(level, fac, message);
     }
@@ -76,6 +87,7 @@ type Inner = FutureProducer<ProducerLogContext>;
 /// ```
 pub struct RdkafkaDeadLetterProducer {
     config: ClientConfig,
+    context: ProducerLogContext,
     send_timeout: Duration,
     producer: Option<Inner>,
     /// Partition count per dead-letter topic, read once.
@@ -94,13 +106,26 @@ impl std::fmt::Debug for RdkafkaDeadLetterProducer {
 
 /// Builds an [`RdkafkaDeadLetterProducer`]: the connection settings of
 /// [`RdkafkaSourceBuilder`](crate::RdkafkaSourceBuilder), plus any librdkafka property.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct RdkafkaDeadLetterProducerBuilder {
     bootstrap_servers: Vec<String>,
     client_id: String,
+    security: Security,
     extra: Vec<(String, String)>,
     send_timeout: Duration,
+}
+
+impl std::fmt::Debug for RdkafkaDeadLetterProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdkafkaDeadLetterProducerBuilder")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client_id", &self.client_id)
+            .field("security", &self.security)
+            .field("extra", &crate::security::Redacted(&self.extra))
+            .field("send_timeout", &self.send_timeout)
+            .finish()
+    }
 }
 
 impl RdkafkaDeadLetterProducerBuilder {
@@ -120,8 +145,27 @@ impl RdkafkaDeadLetterProducerBuilder {
         self
     }
 
-    /// Any librdkafka producer property (SASL, TLS, `acks`, ...), passed through as is;
-    /// it overrides the settings above.
+    /// `security.protocol`, as the source's
+    /// [`security_protocol`](crate::RdkafkaSourceBuilder::security_protocol).
+    pub fn security_protocol(mut self, protocol: SecurityProtocol) -> Self {
+        self.security.protocol = protocol;
+        self
+    }
+
+    /// SASL, as the source's [`sasl`](crate::RdkafkaSourceBuilder::sasl).
+    pub fn sasl(mut self, sasl: Sasl) -> Self {
+        self.security.sasl = Some(sasl);
+        self
+    }
+
+    /// TLS settings, as the source's [`tls`](crate::RdkafkaSourceBuilder::tls).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.security.tls = tls;
+        self
+    }
+
+    /// Any librdkafka producer property (`acks`, ...), passed through as is; it
+    /// overrides the settings above.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra.push((key.into(), value.into()));
         self
@@ -148,7 +192,9 @@ impl RdkafkaDeadLetterProducerBuilder {
                 which: "send timeout",
             });
         }
+        self.security.check()?;
         let mut config = ClientConfig::new();
+        crate::security::apply(&self.security, &mut config)?;
         config
             .set("bootstrap.servers", bootstrap_servers.join(","))
             .set("client.id", &self.client_id)
@@ -169,6 +215,9 @@ impl RdkafkaDeadLetterProducerBuilder {
         validate(&config)?;
         Ok(RdkafkaDeadLetterProducer {
             config,
+            context: ProducerLogContext {
+                oauth: crate::security::oauth_provider(&self.security),
+            },
             send_timeout: self.send_timeout,
             producer: None,
             partition_counts: HashMap::new(),
@@ -197,6 +246,7 @@ impl RdkafkaDeadLetterProducer {
         RdkafkaDeadLetterProducerBuilder {
             bootstrap_servers: Vec::new(),
             client_id: "kafka-thread-manager".to_owned(),
+            security: Security::default(),
             extra: Vec::new(),
             send_timeout: DEFAULT_SEND_TIMEOUT,
         }
@@ -213,7 +263,7 @@ impl RdkafkaDeadLetterProducer {
         }
         let producer: Inner = self
             .config
-            .create_with_context(ProducerLogContext)
+            .create_with_context(self.context.clone())
             .map_err(|e| source_error("creating the dead-letter producer", e))?;
         info!(
             brokers = self.config.get("bootstrap.servers").unwrap_or_default(),

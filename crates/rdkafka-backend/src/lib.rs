@@ -43,6 +43,7 @@ mod dead_letter;
 mod error;
 mod fetch_queue;
 mod passed;
+mod security;
 mod source;
 mod worker;
 

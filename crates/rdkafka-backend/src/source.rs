@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use ktm_core::{
-    async_trait, ConfigError, MessageSource, Offsets, PollBatch, SourceError, SourceEvent,
-    Subscription, TopicPartition,
+    async_trait, ConfigError, MessageSource, OAuthTokenProvider, Offsets, PollBatch, SourceError,
+    SourceEvent, Subscription, TopicPartition,
 };
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -65,6 +65,8 @@ pub struct RdkafkaSource {
     pending_error: Option<SourceError>,
     /// Offsets librdkafka passed over (transaction markers, aborted records).
     passed: PassedOver,
+    /// Where `OAUTHBEARER` tokens come from, for the consumer's context.
+    oauth: Option<OAuthTokenProvider>,
 }
 
 /// The consumer, once created.
@@ -96,13 +98,14 @@ impl RdkafkaSource {
         subscription: Subscription,
     ) -> Result<Self, ConfigError> {
         check_subscription(&subscription)?;
-        Self::from_parts(config, subscription, DEFAULT_CLOSE_TIMEOUT)
+        Self::from_parts(config, subscription, DEFAULT_CLOSE_TIMEOUT, None)
     }
 
     pub(crate) fn from_parts(
         config: ClientConfig,
         subscription: Subscription,
         close_timeout: Duration,
+        oauth: Option<OAuthTokenProvider>,
     ) -> Result<Self, ConfigError> {
         if close_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
@@ -119,6 +122,7 @@ impl RdkafkaSource {
             dropped: HashMap::new(),
             pending_error: None,
             passed: PassedOver::default(),
+            oauth,
         })
     }
 
@@ -160,6 +164,7 @@ impl RdkafkaSource {
             .config
             .create_with_context(GroupContext::new(
                 self.config.get("isolation.level") != Some("read_uncommitted"),
+                self.oauth.clone(),
             ))
             .map_err(|e| source_error("creating the consumer", e))?;
         let context = Arc::clone(consumer.context());

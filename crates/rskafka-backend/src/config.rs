@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use ktm_core::{
-    ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, OffsetReset, TopicPartition,
+    ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, OffsetReset, Sasl,
+    SecurityProtocol, TlsConfig, TopicPartition,
 };
 
 use crate::group::Assignor;
@@ -18,76 +19,6 @@ const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// librdkafka's `queued.max.messages.kbytes` is 64 MiB; half of it keeps a consumer of many
 /// partitions lean while still holding seconds of backlog at 100 B records.
 const DEFAULT_QUEUED_MAX_BYTES: i64 = 32 * 1024 * 1024;
-
-/// A SASL mechanism for authenticating to the brokers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SaslMechanism {
-    /// `PLAIN` (send it over TLS only).
-    Plain,
-    /// `SCRAM-SHA-256`.
-    ScramSha256,
-    /// `SCRAM-SHA-512`.
-    ScramSha512,
-}
-
-/// SASL credentials. The password never appears in `Debug` output.
-#[derive(Clone)]
-pub struct SaslCredentials {
-    mechanism: SaslMechanism,
-    username: String,
-    password: String,
-}
-
-impl SaslCredentials {
-    /// Credentials for `mechanism`.
-    pub fn new(
-        mechanism: SaslMechanism,
-        username: impl Into<String>,
-        password: impl Into<String>,
-    ) -> Self {
-        Self {
-            mechanism,
-            username: username.into(),
-            password: password.into(),
-        }
-    }
-
-    /// The mechanism.
-    pub fn mechanism(&self) -> SaslMechanism {
-        self.mechanism
-    }
-
-    /// The user name.
-    pub fn username(&self) -> &str {
-        &self.username
-    }
-
-    /// The password (never logged nor shown).
-    pub(crate) fn password(&self) -> &str {
-        &self.password
-    }
-
-    pub(crate) fn to_rskafka(&self) -> rskafka::client::SaslConfig {
-        use rskafka::client::{Credentials, SaslConfig};
-        let c = Credentials::new(self.username.clone(), self.password.clone());
-        match self.mechanism {
-            SaslMechanism::Plain => SaslConfig::Plain(c),
-            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(c),
-            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(c),
-        }
-    }
-}
-
-impl fmt::Debug for SaslCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SaslCredentials")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
 
 /// Everything an [`RskafkaSource`] runs with. Built by [`RskafkaSourceBuilder`].
 #[derive(Clone)]
@@ -108,9 +39,9 @@ pub struct RskafkaConfig {
     /// topics' metadata, and rejoins when a topic appeared, disappeared or changed its
     /// number of partitions.
     pub metadata_max_age: Duration,
-    /// SASL credentials, if the brokers require them.
-    pub sasl: Option<SaslCredentials>,
-    /// TLS settings for the broker connections.
+    /// The rustls configuration of the broker connections, when
+    /// [`ConsumerConfig::security`] uses TLS: made from its [`TlsConfig`], or the one
+    /// given to [`RskafkaSourceBuilder::rustls_config`].
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -122,8 +53,7 @@ impl fmt::Debug for RskafkaConfig {
             .field("assignor", &self.assignor)
             .field("queued_max_bytes", &self.queued_max_bytes)
             .field("connect_timeout", &self.connect_timeout)
-            .field("metadata_max_age", &self.metadata_max_age)
-            .field("sasl", &self.sasl);
+            .field("metadata_max_age", &self.metadata_max_age);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls.is_some());
         d.finish()
@@ -153,9 +83,8 @@ pub struct RskafkaSourceBuilder {
     queued_max_bytes: i64,
     connect_timeout: Duration,
     metadata_max_age: Duration,
-    sasl: Option<SaslCredentials>,
     #[cfg(feature = "tls")]
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    rustls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for RskafkaSourceBuilder {
@@ -166,7 +95,6 @@ impl fmt::Debug for RskafkaSourceBuilder {
             .field("queued_max_bytes", &self.queued_max_bytes)
             .field("connect_timeout", &self.connect_timeout)
             .field("metadata_max_age", &self.metadata_max_age)
-            .field("sasl", &self.sasl)
             .finish_non_exhaustive()
     }
 }
@@ -190,9 +118,8 @@ impl RskafkaSourceBuilder {
             queued_max_bytes: DEFAULT_QUEUED_MAX_BYTES,
             connect_timeout: Duration::from_secs(10),
             metadata_max_age: DEFAULT_METADATA_MAX_AGE,
-            sasl: None,
             #[cfg(feature = "tls")]
-            tls: None,
+            rustls_config: None,
         }
     }
 
@@ -302,17 +229,25 @@ impl RskafkaSourceBuilder {
         self
     }
 
-    /// Authenticate with SASL.
-    pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
-        self.sasl = Some(credentials);
-        self
+    forward! {
+        /// `security.protocol` (default plaintext). TLS needs this crate's `tls`
+        /// feature (the facade's `rskafka-tls`).
+        security_protocol(SecurityProtocol);
+        /// SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER` (GSSAPI is
+        /// refused by `build`).
+        sasl(Sasl);
+        /// TLS settings: CA, client certificate, host name check.
+        tls(TlsConfig);
     }
 
-    /// Connect over TLS.
+    /// Uses this rustls configuration for TLS instead of one made from the
+    /// [`TlsConfig`] (for settings it lacks: a custom certificate verifier, pinned
+    /// keys, another crypto provider). The security protocol must still be `SSL` or
+    /// `SASL_SSL`.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
-        self.tls = Some(config);
+    pub fn rustls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.rustls_config = Some(config);
         self
     }
 
@@ -342,25 +277,20 @@ impl RskafkaSourceBuilder {
                 which: "metadata max age",
             });
         }
-        if let Some(s) = &self.sasl {
-            if s.username.is_empty() {
-                return Err(bad("SASL user name must not be empty".into()));
-            }
-        }
+        crate::wire::security::check_supported(&consumer.security)?;
         if i32::try_from(consumer.fetch_max_wait.as_millis()).is_err() {
             return Err(bad(
                 "fetch_max_wait does not fit in an i32 of milliseconds".into()
             ));
         }
         Ok(RskafkaConfig {
-            consumer,
             assignor: self.assignor,
             queued_max_bytes: self.queued_max_bytes,
             connect_timeout: self.connect_timeout,
             metadata_max_age: self.metadata_max_age,
-            sasl: self.sasl,
             #[cfg(feature = "tls")]
-            tls: self.tls,
+            tls: crate::wire::tls_config::for_security(&consumer.security, self.rustls_config)?,
+            consumer,
         })
     }
 
@@ -441,11 +371,21 @@ mod tests {
                 which: "metadata max age"
             })
         ));
-        let no_user = SaslCredentials::new(SaslMechanism::Plain, "", "pw");
+        let no_user = Sasl::plain("", "pw");
         assert!(matches!(
-            base().sasl(no_user).build_config(),
-            Err(ConfigError::Backend { .. })
+            base()
+                .security_protocol(SecurityProtocol::SaslPlaintext)
+                .sasl(no_user)
+                .build_config(),
+            Err(ConfigError::Security { .. })
         ));
+        let kerberos = Sasl::gssapi("kafka", "me");
+        let e = base()
+            .security_protocol(SecurityProtocol::SaslPlaintext)
+            .sasl(kerberos)
+            .build_config()
+            .unwrap_err();
+        assert!(e.to_string().contains("GSSAPI"), "{e}");
     }
 
     #[test]
@@ -467,14 +407,20 @@ mod tests {
 
     #[test]
     fn passwords_never_appear_in_debug_output() {
-        let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "s3cr3t-pw");
-        let builder = base().sasl(creds.clone());
+        let creds = Sasl::scram_sha512("alice", "s3cr3t-pw");
+        let builder = base()
+            .security_protocol(SecurityProtocol::SaslPlaintext)
+            .sasl(creds.clone());
         assert!(!format!("{builder:?}").contains("s3cr3t-pw"));
         let config = builder.build_config().unwrap();
         let shown = format!("{config:?} {config:#?} {creds:?}");
         assert!(!shown.contains("s3cr3t-pw"), "{shown}");
         assert!(shown.contains("alice") && shown.contains("<redacted>"));
-        let source = base().sasl(creds).build().unwrap();
+        let source = base()
+            .security_protocol(SecurityProtocol::SaslPlaintext)
+            .sasl(creds)
+            .build()
+            .unwrap();
         assert!(!format!("{source:?}").contains("s3cr3t-pw"));
     }
 }

@@ -15,8 +15,9 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use tracing::{debug, info, warn};
 
-use crate::config::{RskafkaConfig, SaslCredentials};
+use crate::config::RskafkaConfig;
 use crate::BACKEND;
+use ktm_core::{Sasl, Security, SecurityProtocol, TlsConfig};
 
 /// How long one [`send`](DeadLetterProducer::send) may take by default, retries
 /// included.
@@ -27,7 +28,8 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 struct Settings {
     bootstrap_servers: Vec<String>,
     client_id: String,
-    sasl: Option<SaslCredentials>,
+    security: Security,
+    /// Made from `security` in `build` (or given whole).
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
@@ -39,7 +41,7 @@ impl fmt::Debug for Settings {
         let mut d = f.debug_struct("Settings");
         d.field("bootstrap_servers", &self.bootstrap_servers)
             .field("client_id", &self.client_id)
-            .field("sasl", &self.sasl)
+            .field("security", &self.security)
             .field("connect_timeout", &self.connect_timeout)
             .field("send_timeout", &self.send_timeout);
         #[cfg(feature = "tls")]
@@ -128,16 +130,29 @@ impl RskafkaDeadLetterProducerBuilder {
         self
     }
 
-    /// Authenticate with SASL.
-    pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
-        self.settings.sasl = Some(credentials);
+    /// `security.protocol` (default plaintext), as the source's.
+    pub fn security_protocol(mut self, protocol: SecurityProtocol) -> Self {
+        self.settings.security.protocol = protocol;
         self
     }
 
-    /// Connect over TLS.
+    /// SASL, as the source's [`sasl`](crate::RskafkaSourceBuilder::sasl).
+    pub fn sasl(mut self, sasl: Sasl) -> Self {
+        self.settings.security.sasl = Some(sasl);
+        self
+    }
+
+    /// TLS settings, as the source's [`tls`](crate::RskafkaSourceBuilder::tls).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.settings.security.tls = tls;
+        self
+    }
+
+    /// Uses this rustls configuration for TLS instead of one made from the
+    /// [`TlsConfig`].
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+    pub fn rustls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.settings.tls = Some(config);
         self
     }
@@ -160,8 +175,9 @@ impl RskafkaDeadLetterProducerBuilder {
     ///
     /// # Errors
     /// [`ConfigError::NoBootstrapServers`], [`ConfigError::InvalidBootstrapAddress`],
-    /// [`ConfigError::ZeroDuration`], or [`ConfigError::Backend`] for an empty SASL
-    /// user name.
+    /// [`ConfigError::ZeroDuration`], [`ConfigError::Security`] for security settings
+    /// that do not fit together, or [`ConfigError::Backend`] for what this backend
+    /// cannot do (GSSAPI, TLS without the `tls` feature).
     pub fn build(mut self) -> Result<RskafkaDeadLetterProducer, ConfigError> {
         // One address per element, as the consumer's: "h1:9092,h2:9092" is two brokers.
         self.settings.bootstrap_servers =
@@ -175,11 +191,12 @@ impl RskafkaDeadLetterProducerBuilder {
                 return Err(ConfigError::ZeroDuration { which });
             }
         }
-        if s.sasl.as_ref().is_some_and(|c| c.username().is_empty()) {
-            return Err(ConfigError::Backend {
-                backend: BACKEND,
-                message: "SASL user name must not be empty".into(),
-            });
+        s.security.check()?;
+        crate::wire::security::check_supported(&s.security)?;
+        #[cfg(feature = "tls")]
+        {
+            self.settings.tls =
+                crate::wire::tls_config::for_security(&self.settings.security, self.settings.tls)?;
         }
         Ok(RskafkaDeadLetterProducer::new(self.settings))
     }
@@ -192,7 +209,7 @@ impl RskafkaDeadLetterProducer {
             settings: Settings {
                 bootstrap_servers: Vec::new(),
                 client_id: "kafka-thread-manager".to_owned(),
-                sasl: None,
+                security: Security::default(),
                 #[cfg(feature = "tls")]
                 tls: None,
                 connect_timeout: Duration::from_secs(10),
@@ -223,7 +240,7 @@ impl RskafkaDeadLetterProducer {
         Self::new(Settings {
             bootstrap_servers: config.consumer.bootstrap_servers.clone(),
             client_id: config.consumer.client_id.clone(),
-            sasl: config.sasl.clone(),
+            security: config.consumer.security.clone(),
             #[cfg(feature = "tls")]
             tls: config.tls.clone(),
             connect_timeout: config.connect_timeout,
@@ -264,8 +281,8 @@ impl RskafkaDeadLetterProducer {
         let mut builder = ClientBuilder::new(s.bootstrap_servers.clone())
             .client_id(s.client_id.clone())
             .backoff_config(backoff);
-        if let Some(sasl) = &s.sasl {
-            builder = builder.sasl_config(sasl.to_rskafka());
+        if let Some(sasl) = &s.security.sasl {
+            builder = builder.sasl_config(rskafka_sasl(sasl)?);
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = &s.tls {
@@ -444,6 +461,47 @@ fn classify(context: &str, e: RsError) -> SourceError {
     crate::source_error(fatal, format!("{context}: {e}")).with_source(e)
 }
 
+/// `sasl` as rskafka's client takes it. `OAUTHBEARER` tokens come from the user's
+/// provider on the blocking pool, at each connection.
+fn rskafka_sasl(sasl: &Sasl) -> Result<rskafka::client::SaslConfig, SourceError> {
+    use rskafka::client::{Credentials, OauthBearerCredentials, SaslConfig};
+    let credentials = |user: &str, password: &ktm_core::Secret| {
+        Credentials::new(user.to_owned(), password.expose().to_owned())
+    };
+    Ok(match sasl {
+        Sasl::Plain { username, password } => SaslConfig::Plain(credentials(username, password)),
+        Sasl::ScramSha256 { username, password } => {
+            SaslConfig::ScramSha256(credentials(username, password))
+        }
+        Sasl::ScramSha512 { username, password } => {
+            SaslConfig::ScramSha512(credentials(username, password))
+        }
+        Sasl::OAuthBearer(provider) => {
+            let provider = provider.clone();
+            SaslConfig::Oauthbearer(OauthBearerCredentials {
+                callback: Arc::new(move || {
+                    let provider = provider.clone();
+                    Box::pin(async move {
+                        let token = tokio::task::spawn_blocking(move || provider.token()).await??;
+                        Ok(token.value.expose().to_owned())
+                    })
+                }),
+                authz_id: None,
+                bearer_kvs: Vec::new(),
+            })
+        }
+        other => {
+            return Err(crate::source_error(
+                true,
+                format!(
+                    "SASL {} is not supported by the rskafka backend",
+                    other.mechanism()
+                ),
+            ))
+        }
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -470,13 +528,16 @@ mod tests {
                 which: "send timeout"
             })
         ));
-        let no_user = SaslCredentials::new(crate::SaslMechanism::Plain, "", "pw");
+        let sasl = || base().security_protocol(SecurityProtocol::SaslPlaintext);
         assert!(matches!(
-            base().sasl(no_user).build(),
+            sasl().sasl(Sasl::plain("", "pw")).build(),
+            Err(ConfigError::Security { .. })
+        ));
+        assert!(matches!(
+            sasl().sasl(Sasl::gssapi("kafka", "me")).build(),
             Err(ConfigError::Backend { .. })
         ));
-        let secret = SaslCredentials::new(crate::SaslMechanism::Plain, "u", "s3cr3t");
-        let p = base().sasl(secret).build().unwrap();
+        let p = sasl().sasl(Sasl::plain("u", "s3cr3t")).build().unwrap();
         assert!(!format!("{p:?}").contains("s3cr3t"));
     }
 

@@ -118,8 +118,8 @@ mod reset;
 mod source;
 mod wire;
 
-pub use auth::AuthError;
-pub use config::{RskafkaConfig, RskafkaSourceBuilder, SaslCredentials, SaslMechanism};
+pub use auth::{AuthError, TlsError};
+pub use config::{RskafkaConfig, RskafkaSourceBuilder};
 pub use dead_letter::{
     RskafkaDeadLetterProducer, RskafkaDeadLetterProducerBuilder, DEFAULT_SEND_TIMEOUT,
 };

@@ -1,12 +1,11 @@
-//! SASL for the crate's own group and offset connections: the typed error, `PLAIN`
-//! and SCRAM (RFC 5802 / RFC 7677). The exchange itself runs in `group::sasl`.
+//! Authenticating the crate's connections: the typed SASL and TLS errors, the `PLAIN`
+//! and `OAUTHBEARER` messages, and SCRAM (RFC 5802 / RFC 7677). The exchange itself
+//! runs in `wire::sasl`, the handshake in `wire::transport`.
 
 pub(crate) mod scram;
 
-use crate::SaslMechanism;
-
-/// Why SASL authentication of a group or offset connection failed. Always fatal:
-/// retrying with the same credentials cannot succeed. It is the source of the fatal
+/// Why SASL authentication of a connection failed. Fatal (retrying with the same
+/// credentials cannot succeed), except [`AuthError::TokenUnavailable`]. It is the source of the fatal
 /// [`ktm_core::SourceError`] that `poll` reports (walk the error's `source()` chain to
 /// find it). It never contains the password.
 #[derive(Debug, thiserror::Error)]
@@ -39,18 +38,86 @@ pub enum AuthError {
     /// The broker's SCRAM message is malformed or unacceptable.
     #[error("SASL: invalid message from the broker: {0}")]
     InvalidServerMessage(String),
+    /// The `OAUTHBEARER` token provider failed: transient, it is asked again at the
+    /// next connection attempt.
+    #[error("SASL OAUTHBEARER: no token from the provider: {message}")]
+    TokenUnavailable {
+        /// The provider's error.
+        message: String,
+    },
     /// A local failure (no randomness for the nonce, a crypto primitive failed).
     #[error("SASL: {0}")]
     Internal(String),
 }
 
-/// The mechanism's name on the wire.
-pub(crate) fn mechanism_name(m: SaslMechanism) -> &'static str {
-    match m {
-        SaslMechanism::Plain => "PLAIN",
-        SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-        SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+impl AuthError {
+    /// Whether retrying cannot help.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Self::TokenUnavailable { .. })
     }
+}
+
+/// Why a TLS handshake with a broker failed. Fatal, except [`TlsError::Io`]: the
+/// same certificate and settings fail the same way on every retry (Java's
+/// `SslAuthenticationException`). It is the source of the [`ktm_core::SourceError`]
+/// that `poll` reports (walk the error's `source()` chain to find it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The broker's certificate is not signed by a trusted CA.
+    #[error("the broker's certificate is not signed by a trusted CA (unknown issuer)")]
+    UnknownIssuer,
+    /// The broker's certificate does not name the host connected to.
+    #[error("the broker's certificate is not valid for the host name {host:?}")]
+    NotValidForName {
+        /// The host connected to.
+        host: String,
+    },
+    /// The broker's certificate was refused for another reason (expired, not yet
+    /// valid, revoked, malformed).
+    #[error("the broker's certificate was refused: {reason}")]
+    BadCertificate {
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The broker ended the handshake with an alert (for example it requires a
+    /// client certificate, or refused ours).
+    #[error("the broker refused the TLS handshake: alert {alert}")]
+    Refused {
+        /// The alert received.
+        alert: String,
+    },
+    /// The handshake failed otherwise (no common protocol version or cipher suite).
+    #[error("TLS handshake failed: {message}")]
+    Handshake {
+        /// rustls's message.
+        message: String,
+    },
+    /// The connection failed during the handshake: transient.
+    #[error("TLS handshake interrupted: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+impl TlsError {
+    /// Whether retrying cannot help.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Self::Io(_))
+    }
+}
+
+/// The `OAUTHBEARER` initial client response (RFC 7628 section 3.1, as KIP-255 and
+/// KIP-342 use it): `n,,\x01auth=Bearer <token>\x01` then `key=value\x01` per
+/// extension, then `\x01`.
+pub(crate) fn oauth_bearer_message(token: &str, extensions: &[(String, String)]) -> Vec<u8> {
+    let mut m = format!("n,,\x01auth=Bearer {token}\x01");
+    for (key, value) in extensions {
+        m.push_str(key);
+        m.push('=');
+        m.push_str(value);
+        m.push('\x01');
+    }
+    m.push('\x01');
+    m.into_bytes()
 }
 
 /// The `PLAIN` message (RFC 4616) with an empty authorization id:
@@ -75,9 +142,15 @@ mod tests {
     }
 
     #[test]
-    fn names_on_the_wire() {
-        assert_eq!(mechanism_name(SaslMechanism::Plain), "PLAIN");
-        assert_eq!(mechanism_name(SaslMechanism::ScramSha256), "SCRAM-SHA-256");
-        assert_eq!(mechanism_name(SaslMechanism::ScramSha512), "SCRAM-SHA-512");
+    fn oauth_bearer_is_the_gs2_header_the_token_and_the_extensions() {
+        assert_eq!(
+            oauth_bearer_message("abc.def", &[]),
+            b"n,,\x01auth=Bearer abc.def\x01\x01"
+        );
+        let ext = [("traceId".to_owned(), "42".to_owned())];
+        assert_eq!(
+            oauth_bearer_message("t", &ext),
+            b"n,,\x01auth=Bearer t\x01traceId=42\x01\x01"
+        );
     }
 }

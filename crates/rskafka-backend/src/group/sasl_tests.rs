@@ -23,7 +23,7 @@ use crate::auth::scram::{h, hmac, Keys, ScramHash};
 use crate::auth::AuthError;
 use crate::wire::fake::{api_versions, read_request, respond};
 use crate::wire::transport::Security;
-use crate::{SaslCredentials, SaslMechanism};
+use ktm_core::Sasl;
 
 const SALT: &[u8] = b"ktm-test-salt";
 const ITERATIONS: u32 = 4096;
@@ -224,7 +224,7 @@ impl Fake {
     }
 }
 
-pub(super) fn settings(bootstrap: Vec<String>, sasl: SaslCredentials) -> GroupSettings {
+pub(super) fn settings(bootstrap: Vec<String>, sasl: Sasl) -> GroupSettings {
     GroupSettings {
         bootstrap,
         group_id: "g".into(),
@@ -273,7 +273,7 @@ fn assert_fatal(e: GroupError, password: &str, check: impl FnOnce(&AuthError) ->
 async fn plain_authenticates_before_any_group_request() {
     let fake = Fake::new(&["PLAIN", "SCRAM-SHA-512"]);
     let addr = fake.clone().start().await;
-    let creds = SaslCredentials::new(SaslMechanism::Plain, "alice", "right-pw");
+    let creds = Sasl::plain("alice", "right-pw");
     let conn = connect_coordinator(&settings(vec![addr], creds))
         .await
         .unwrap();
@@ -295,7 +295,7 @@ async fn plain_authenticates_before_any_group_request() {
 async fn a_wrong_plain_password_is_fatal_and_not_retried() {
     let fake = Fake::new(&["PLAIN"]);
     let addr = fake.clone().start().await;
-    let creds = SaslCredentials::new(SaslMechanism::Plain, "alice", "wrong-pw-123");
+    let creds = Sasl::plain("alice", "wrong-pw-123");
     // Two bootstrap entries: a fatal failure on the first ends the search.
     let e = connect_coordinator(&settings(vec![addr.clone(), addr], creds))
         .await
@@ -317,13 +317,12 @@ async fn a_wrong_plain_password_is_fatal_and_not_retried() {
 
 #[tokio::test]
 async fn scram_sha_512_and_256_authenticate() {
-    for (mechanism, name) in [
-        (SaslMechanism::ScramSha512, "SCRAM-SHA-512"),
-        (SaslMechanism::ScramSha256, "SCRAM-SHA-256"),
+    for (creds, name) in [
+        (Sasl::scram_sha512("alice", "right-pw"), "SCRAM-SHA-512"),
+        (Sasl::scram_sha256("alice", "right-pw"), "SCRAM-SHA-256"),
     ] {
         let fake = Fake::new(&["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
         let addr = fake.clone().start().await;
-        let creds = SaslCredentials::new(mechanism, "alice", "right-pw");
         connect_coordinator(&settings(vec![addr], creds))
             .await
             .unwrap();
@@ -346,7 +345,7 @@ async fn scram_sha_512_and_256_authenticate() {
 async fn a_wrong_scram_password_is_fatal() {
     let fake = Fake::new(&["SCRAM-SHA-256"]);
     let addr = fake.start().await;
-    let creds = SaslCredentials::new(SaslMechanism::ScramSha256, "alice", "wrong-pw-456");
+    let creds = Sasl::scram_sha256("alice", "wrong-pw-456");
     let e = connect_coordinator(&settings(vec![addr], creds))
         .await
         .unwrap_err();
@@ -366,7 +365,7 @@ async fn a_broker_that_cannot_prove_the_password_is_refused() {
     let mut fake = Fake::new(&["SCRAM-SHA-512"]);
     fake.forge_signature = true;
     let addr = fake.clone().start().await;
-    let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "right-pw");
+    let creds = Sasl::scram_sha512("alice", "right-pw");
     let e = connect_coordinator(&settings(vec![addr], creds))
         .await
         .unwrap_err();
@@ -380,7 +379,7 @@ async fn a_broker_that_cannot_prove_the_password_is_refused() {
 async fn an_unsupported_mechanism_is_fatal() {
     let fake = Fake::new(&["PLAIN"]);
     let addr = fake.start().await;
-    let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "right-pw");
+    let creds = Sasl::scram_sha512("alice", "right-pw");
     let e = connect_coordinator(&settings(vec![addr], creds))
         .await
         .unwrap_err();

@@ -10,7 +10,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::coordinator::connect_coordinator;
 use super::sasl_tests::{settings, Fake};
-use crate::{SaslCredentials, SaslMechanism};
+use ktm_core::Sasl;
 
 const CA: &[u8] = include_bytes!("../../tests/data/ca.pem");
 const SERVER_CERT: &[u8] = include_bytes!("../../tests/data/server.pem");
@@ -58,7 +58,7 @@ async fn tls_fake() -> (Fake, String) {
 #[tokio::test]
 async fn scram_runs_over_tls() {
     let (fake, addr) = tls_fake().await;
-    let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "right-pw");
+    let creds = Sasl::scram_sha512("alice", "right-pw");
     let mut s = settings(vec![addr], creds);
     s.security.tls = Some(client_config(true));
     connect_coordinator(&s).await.unwrap();
@@ -74,7 +74,7 @@ async fn scram_runs_over_tls() {
 #[tokio::test]
 async fn an_untrusted_certificate_is_fatal() {
     let (fake, addr) = tls_fake().await;
-    let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "right-pw");
+    let creds = Sasl::scram_sha512("alice", "right-pw");
     let mut s = settings(vec![addr], creds);
     s.security.tls = Some(client_config(false));
     let e = connect_coordinator(&s).await.unwrap_err();
@@ -87,7 +87,7 @@ async fn an_untrusted_certificate_is_fatal() {
 async fn a_certificate_for_another_name_is_fatal() {
     let (_fake, addr) = tls_fake().await;
     let port = addr.rsplit_once(':').unwrap().1;
-    let creds = SaslCredentials::new(SaslMechanism::ScramSha512, "alice", "right-pw");
+    let creds = Sasl::scram_sha512("alice", "right-pw");
     // The certificate names 127.0.0.1 only.
     let mut s = settings(vec![format!("localhost:{port}")], creds);
     s.security.tls = Some(client_config(true));

@@ -111,11 +111,7 @@ impl RskafkaSource {
             group_instance_id: c.group_instance_id.clone(),
             connect_timeout: config.connect_timeout,
             metadata_max_age: config.metadata_max_age,
-            security: Security {
-                sasl: config.sasl.clone(),
-                #[cfg(feature = "tls")]
-                tls: config.tls.clone(),
-            },
+            security: Security::of(&config),
         });
         let fetch_settings = Arc::new(FetchSettings {
             min_bytes: c.fetch_min_bytes,

@@ -62,14 +62,13 @@ pub(crate) enum ConnError {
         #[source]
         source: AuthError,
     },
-    /// The TLS handshake failed (fatal when the broker's certificate or name is
-    /// refused).
+    /// The TLS handshake failed (fatal unless the connection broke during it).
     #[cfg(feature = "tls")]
     #[error("TLS handshake with {addr}: {source}")]
     Tls {
         addr: String,
         #[source]
-        source: std::io::Error,
+        source: crate::TlsError,
     },
 }
 
@@ -79,12 +78,10 @@ impl ConnError {
     /// request we need.
     pub(crate) fn is_fatal(&self) -> bool {
         match self {
-            ConnError::Auth { .. } | ConnError::Unsupported { .. } => true,
+            ConnError::Auth { source, .. } => source.is_fatal(),
+            ConnError::Unsupported { .. } => true,
             #[cfg(feature = "tls")]
-            ConnError::Tls { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
-            ),
+            ConnError::Tls { source, .. } => source.is_fatal(),
             _ => false,
         }
     }

@@ -8,6 +8,9 @@ pub(crate) mod conn;
 pub(crate) mod fake;
 pub(crate) mod metadata;
 pub(crate) mod sasl;
+pub(crate) mod security;
+#[cfg(feature = "tls")]
+pub(crate) mod tls_config;
 pub(crate) mod transport;
 
 pub(crate) use conn::{Conn, ConnError};

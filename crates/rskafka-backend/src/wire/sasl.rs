@@ -1,6 +1,6 @@
-//! SASL on a freshly opened group or offset connection: SaslHandshake v1, then
-//! SaslAuthenticate exchanges (the highest version the broker serves, up to v2) for
-//! `PLAIN` or SCRAM.
+//! SASL on a freshly opened connection: SaslHandshake v1, then SaslAuthenticate
+//! exchanges (the highest version the broker serves, up to v2) for `PLAIN`, SCRAM or
+//! `OAUTHBEARER`.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
@@ -10,15 +10,12 @@ use tracing::debug;
 
 use super::conn::{Conn, ConnError};
 use crate::auth::scram::{ScramClient, ScramHash};
-use crate::auth::{mechanism_name, plain_message, AuthError};
-use crate::{SaslCredentials, SaslMechanism};
+use crate::auth::{oauth_bearer_message, plain_message, AuthError};
+use ktm_core::{OAuthTokenProvider, Sasl};
 
-/// Authenticates `conn` with `credentials`.
-pub(super) async fn authenticate(
-    conn: &mut Conn,
-    credentials: &SaslCredentials,
-) -> Result<(), ConnError> {
-    let mechanism = mechanism_name(credentials.mechanism());
+/// Authenticates `conn` with `sasl`.
+pub(super) async fn authenticate(conn: &mut Conn, sasl: &Sasl) -> Result<(), ConnError> {
+    let mechanism = sasl.mechanism();
     let addr = conn.addr().to_owned();
     let auth = |source: AuthError| ConnError::Auth {
         addr: addr.clone(),
@@ -45,28 +42,60 @@ pub(super) async fn authenticate(
             },
         ));
     }
-    let user = credentials.username();
-    let password = credentials.password();
-    match credentials.mechanism() {
-        SaslMechanism::Plain => {
-            step(conn, mechanism, plain_message(user, password)).await?;
+    let principal = match sasl {
+        Sasl::Plain { username, password } => {
+            step(conn, mechanism, plain_message(username, password.expose())).await?;
+            username.clone()
         }
-        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-            let hash = if credentials.mechanism() == SaslMechanism::ScramSha256 {
+        Sasl::ScramSha256 { username, password } | Sasl::ScramSha512 { username, password } => {
+            let hash = if matches!(sasl, Sasl::ScramSha256 { .. }) {
                 ScramHash::Sha256
             } else {
                 ScramHash::Sha512
             };
-            let client = ScramClient::new(hash, user, password).map_err(auth)?;
+            let client = ScramClient::new(hash, username, password.expose()).map_err(auth)?;
             let first = client.client_first().into_bytes();
             let server_first = step(conn, mechanism, first).await?;
             let (client_final, fin) = client.client_final(&server_first).map_err(auth)?;
             let server_final = step(conn, mechanism, client_final.into_bytes()).await?;
             fin.verify(&server_final).map_err(auth)?;
+            username.clone()
         }
-    }
-    debug!(broker = %conn.addr(), %mechanism, user, "SASL authenticated");
+        Sasl::OAuthBearer(provider) => {
+            let token = fetch_token(provider).await.map_err(auth)?;
+            let message = oauth_bearer_message(token.value.expose(), &token.extensions);
+            let challenge = step(conn, mechanism, message).await?;
+            if !challenge.is_empty() {
+                // RFC 7628 3.2.2: a refused token gets an error challenge (JSON), which
+                // the client acknowledges with a lone 0x01 before the failure comes.
+                step(conn, mechanism, vec![0x01]).await?;
+                return Err(auth(AuthError::Rejected {
+                    mechanism,
+                    message: String::from_utf8_lossy(&challenge).into_owned(),
+                }));
+            }
+            token.principal
+        }
+        other => {
+            return Err(auth(AuthError::Internal(format!(
+                "SASL {} is not supported by this backend",
+                other.mechanism()
+            ))))
+        }
+    };
+    debug!(broker = %conn.addr(), %mechanism, %principal, "SASL authenticated");
     Ok(())
+}
+
+/// A token from the user's provider, which may block (an HTTP call to the identity
+/// provider): it runs on the blocking pool.
+async fn fetch_token(provider: &OAuthTokenProvider) -> Result<ktm_core::OAuthToken, AuthError> {
+    let provider = provider.clone();
+    let unavailable = |message: String| AuthError::TokenUnavailable { message };
+    tokio::task::spawn_blocking(move || provider.token())
+        .await
+        .map_err(|e| unavailable(format!("the token provider panicked: {e}")))?
+        .map_err(|e| unavailable(e.to_string()))
 }
 
 /// One SaslAuthenticate round trip: sends `bytes`, returns the broker's bytes.

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::conn::ConnError;
-use crate::SaslCredentials;
+use ktm_core::Sasl;
 
 /// A duplex byte stream to a broker.
 pub(crate) trait BrokerStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -22,11 +22,22 @@ pub(crate) type BoxStream = Box<dyn BrokerStream>;
 /// settings as rskafka's connections.
 #[derive(Clone, Default)]
 pub(crate) struct Security {
-    /// Authenticate with these credentials after connecting.
-    pub(crate) sasl: Option<SaslCredentials>,
+    /// Authenticate with SASL after connecting.
+    pub(crate) sasl: Option<Sasl>,
     /// Wrap the TCP stream in TLS with this configuration.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl Security {
+    /// The settings of `config`'s connections.
+    pub(crate) fn of(config: &crate::RskafkaConfig) -> Self {
+        Self {
+            sasl: config.consumer.security.sasl.clone(),
+            #[cfg(feature = "tls")]
+            tls: config.tls.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for Security {
@@ -85,10 +96,12 @@ mod tls {
     use std::sync::Arc;
 
     use rustls::pki_types::ServerName;
+    use rustls::CertificateError;
     use tokio::net::TcpStream;
     use tokio_rustls::TlsConnector;
 
     use super::{host_of, BoxStream, ConnError};
+    use crate::TlsError;
 
     /// The TLS handshake over `tcp`, checking the certificate against the host of
     /// `addr`.
@@ -97,18 +110,51 @@ mod tls {
         config: &Arc<rustls::ClientConfig>,
         tcp: TcpStream,
     ) -> Result<BoxStream, ConnError> {
-        let name = ServerName::try_from(host_of(addr).to_owned()).map_err(|e| ConnError::Tls {
+        let host = host_of(addr);
+        let tls_error = |source| ConnError::Tls {
             addr: addr.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            source,
+        };
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            tls_error(TlsError::Handshake {
+                message: format!("{host:?} is not a valid server name: {e}"),
+            })
         })?;
         let stream = TlsConnector::from(Arc::clone(config))
             .connect(name, tcp)
             .await
-            .map_err(|source| ConnError::Tls {
-                addr: addr.to_owned(),
-                source,
-            })?;
+            .map_err(|e| tls_error(classify(host, e)))?;
         Ok(Box::new(stream))
+    }
+
+    /// What a failed handshake says: rustls's reason when there is one (the broker's
+    /// certificate refused, or an alert from the broker), else the I/O error.
+    fn classify(host: &str, e: std::io::Error) -> TlsError {
+        let Some(reason) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return TlsError::Io(e);
+        };
+        match reason {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                TlsError::UnknownIssuer
+            }
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => TlsError::NotValidForName {
+                host: host.to_owned(),
+            },
+            rustls::Error::InvalidCertificate(other) => TlsError::BadCertificate {
+                reason: other.to_string(),
+            },
+            rustls::Error::AlertReceived(alert) => TlsError::Refused {
+                alert: format!("{alert:?}"),
+            },
+            other => TlsError::Handshake {
+                message: other.to_string(),
+            },
+        }
     }
 }
 
