@@ -135,9 +135,14 @@ fn extract(message: &Message) -> Context {
     })
 }
 
+/// Links a batch span takes at most: the OpenTelemetry SDK's default limit per span
+/// (more would be dropped), so a large batch is not read to the end for nothing.
+const MAX_LINKS: usize = 128;
+
 /// Makes the record's trace context the parent of `span`, a span about to be entered
 /// for `messages` (one message, or a batch of one partition: the first message is the
-/// parent, the others' contexts become links). Does nothing for a disabled span.
+/// parent, the others' contexts become links, up to [`MAX_LINKS`]). Does nothing for a
+/// disabled span.
 pub(crate) fn adopt(span: &tracing::Span, messages: &[Message]) {
     let Some(first) = messages.first() else {
         return;
@@ -150,11 +155,16 @@ pub(crate) fn adopt(span: &tracing::Span, messages: &[Message]) {
     // Fails only without the OpenTelemetry layer (or once the span started): then there
     // is no OpenTelemetry span to parent, and nothing to report per message.
     let _ = span.set_parent(parent);
+    let mut links = 0;
     for message in &messages[1..] {
         let cx = extract(message);
         let linked = cx.span().span_context().clone();
         if linked.is_valid() && linked != parent_span {
             span.add_link(linked);
+            links += 1;
+            if links == MAX_LINKS {
+                break;
+            }
         }
     }
 }
