@@ -44,7 +44,8 @@ pub struct DeadLetterRecord {
     pub payload: Option<Bytes>,
     /// The original timestamp.
     pub timestamp: Option<Timestamp>,
-    /// The original headers, then the `ktm.dlq.*` headers.
+    /// The original headers (with the `opentelemetry` feature, the trace context
+    /// replaced by the current one), then the `ktm.dlq.*` headers.
     pub headers: Vec<Header>,
     /// Callback attempts made.
     pub attempts: u32,
@@ -54,9 +55,18 @@ pub struct DeadLetterRecord {
 
 impl DeadLetterRecord {
     /// The dead letter of `message`, bound for `topic`.
+    ///
+    /// With the `opentelemetry` feature, the current span's trace context is written
+    /// into the copied headers by the global propagator (`traceparent`/`tracestate` with
+    /// W3C Trace Context), replacing the record's own; where there is no current span
+    /// (or no propagator is registered) they are copied unchanged. The manager builds
+    /// dead letters in a `dead_letter` span whose parent is the record's trace context
+    /// (see `trace_context`).
     pub fn new(topic: impl Into<String>, message: &Message, attempts: u32, error: &str) -> Self {
         let mut headers = Vec::with_capacity(message.headers().len() + 5);
         headers.extend_from_slice(message.headers());
+        #[cfg(feature = "opentelemetry")]
+        crate::trace_context::inject_current(&mut headers);
         let text = |s: String| Some(Bytes::from(s));
         headers.push(Header::new(
             HEADER_SOURCE_TOPIC,

@@ -13,7 +13,8 @@
 //! it was settled: handled (its callback returned `Ok`, perhaps after retries under the
 //! [`RetryPolicy`]), or deliberately disposed of by the [`FailurePolicy`] (skipped, or
 //! dead-lettered through a [`DeadLetterProducer`] and acknowledged by the broker).
-//! [`telemetry`] lists the metrics published through the `metrics` facade.
+//! [`telemetry`] lists the metrics published through the `metrics` facade; with the
+//! `opentelemetry` feature, `trace_context` carries traces across Kafka.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -38,6 +39,9 @@ mod source;
 mod stats;
 mod stop_signal;
 pub mod telemetry;
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+pub mod trace_context;
 
 pub use bootstrap::parse_bootstrap_servers;
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};

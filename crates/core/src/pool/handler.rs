@@ -71,7 +71,7 @@ impl<C: Callback> RunHandler for PerMessage<C> {
             if i > 0 && started.elapsed() >= REPORT_WITHIN {
                 return (RunOutcome::Yielded { handled: i }, sample);
             }
-            let _span = traced.then(|| callback_span(message, 1).entered());
+            let _span = traced.then(|| callback_span(std::slice::from_ref(message)).entered());
             if let Err(failure) = self.0.call_sync(message) {
                 let outcome = RunOutcome::Failed {
                     handled: i,
@@ -108,7 +108,7 @@ impl<B: BatchCallback> RunHandler for PerBatch<B> {
         };
         let started = Instant::now();
         let _span = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE)
-            .then(|| callback_span(first, run.len()).entered());
+            .then(|| callback_span(run).entered());
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.0.call(run))) {
             Ok(Ok(())) => RunOutcome::Done,
             outcome => RunOutcome::Failed {
@@ -121,8 +121,16 @@ impl<B: BatchCallback> RunHandler for PerBatch<B> {
     }
 }
 
-/// The `callback` span of the consumer thread's path, with the batch size added.
-fn callback_span(first: &Message, messages: usize) -> tracing::Span {
-    tracing::trace_span!(target: "ktm_core::callback", "callback",
-        topic = first.topic(), partition = first.partition(), offset = first.offset(), messages)
+/// The `callback` span of the consumer thread's path, with the batch size added, for a
+/// non-empty `run`; with the `opentelemetry` feature its parent is the first message's
+/// trace context.
+fn callback_span(run: &[Message]) -> tracing::Span {
+    let Some(first) = run.first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::trace_span!(target: "ktm_core::callback", "callback",
+        topic = first.topic(), partition = first.partition(), offset = first.offset(), messages = run.len());
+    #[cfg(feature = "opentelemetry")]
+    crate::trace_context::adopt(&span, run);
+    span
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use super::{record_handled, Runner};
 use crate::backoff::Backoff;
@@ -336,13 +336,17 @@ impl<H: Handle> Runner<H> {
             .last_failure
             .as_ref()
             .map_or("", |f| f.reason.as_str());
-        let record = DeadLetterRecord::new(
-            dead_letter.destination(head.topic()),
-            head,
-            blocked.attempts,
-            reason,
-        );
-        let sent = dead_letter.producer.send(&record).await;
+        let destination = dead_letter.destination(head.topic());
+        // A sibling of the message's callback spans; its context goes into the dead
+        // letter's headers (feature `opentelemetry`), so the trace carries on.
+        let span = tracing::trace_span!(target: "ktm_core::callback", "dead_letter",
+            topic = head.topic(), partition = head.partition(), offset = head.offset(),
+            dead_letter_topic = %destination);
+        #[cfg(feature = "opentelemetry")]
+        crate::trace_context::adopt(&span, std::slice::from_ref(head));
+        let record =
+            span.in_scope(|| DeadLetterRecord::new(destination, head, blocked.attempts, reason));
+        let sent = dead_letter.producer.send(&record).instrument(span).await;
         let blocked = &mut self.blocked.entries[idx];
         match sent {
             Ok(()) => {

@@ -549,6 +549,8 @@ impl<H: Handle> Runner<H> {
         let outcome = if traced {
             let span = tracing::trace_span!(target: "ktm_core::callback", "callback",
                 topic = message.topic(), partition = message.partition(), offset = message.offset());
+            #[cfg(feature = "opentelemetry")]
+            crate::trace_context::adopt(&span, std::slice::from_ref(message));
             self.handler.call_async(message).instrument(span).await
         } else {
             self.handler.call_async(message).await
