@@ -33,6 +33,8 @@ mod offsets;
 mod pool;
 mod progress;
 mod runner;
+#[cfg(all(unix, feature = "signals"))]
+mod shutdown;
 mod source;
 mod stats;
 mod stop_signal;
@@ -59,6 +61,9 @@ pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
 pub use offsets::{OffsetReset, Offsets};
 pub use pool::{ProcessingOrder, WorkerPool};
+#[cfg(all(unix, feature = "signals"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "signals"))))]
+pub use shutdown::{ShutdownOutcome, ShutdownSignal};
 pub use source::{MessageSource, PollBatch, SourceEvent};
 pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
 
