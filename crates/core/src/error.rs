@@ -50,6 +50,12 @@ pub enum Error {
     /// The operating system refused to spawn the consumer thread.
     #[error("could not spawn the consumer thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// [`ThreadManager::run_until_shutdown_signal`](crate::ThreadManager::run_until_shutdown_signal)
+    /// could not install its SIGTERM and SIGINT handlers or start its signal thread.
+    #[cfg(all(unix, feature = "signals"))]
+    #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "signals"))))]
+    #[error("could not set up SIGTERM and SIGINT handling: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// A bad configuration, reported by a builder before anything runs.

@@ -35,6 +35,8 @@ mod pool;
 mod progress;
 mod runner;
 mod security;
+#[cfg(all(unix, feature = "signals"))]
+mod shutdown;
 mod source;
 mod stats;
 mod stop_signal;
@@ -67,6 +69,9 @@ pub use pool::{ProcessingOrder, WorkerPool};
 pub use security::{
     OAuthToken, OAuthTokenProvider, PemSource, Sasl, Secret, Security, SecurityProtocol, TlsConfig,
 };
+#[cfg(all(unix, feature = "signals"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "signals"))))]
+pub use shutdown::{ShutdownOutcome, ShutdownSignal};
 pub use source::{MessageSource, PollBatch, SourceEvent};
 pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
 

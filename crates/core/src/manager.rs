@@ -400,8 +400,54 @@ impl ThreadManager {
         }
     }
 
+    /// Asks the thread to stop and returns at once (for `shutdown.rs`).
+    #[cfg(all(unix, feature = "signals"))]
+    pub(crate) fn request_stop(&self) {
+        self.shared.request_stop(StopReason::Requested);
+    }
+
+    /// Waits until the thread has ended (`Ok`: its report, the thread joined) or
+    /// `interrupt()` returns something (`Err` with it). `interrupt` is called under the
+    /// lifecycle lock, at every state change and every call of a [`waker`](Self::waker),
+    /// so no wake-up is missed.
+    #[cfg(all(unix, feature = "signals"))]
+    pub(crate) fn wait_until<T>(
+        &self,
+        mut interrupt: impl FnMut() -> Option<T>,
+    ) -> Result<StopReport, T> {
+        let mut guard = self.shared.lifecycle();
+        loop {
+            if let Some(report) = guard.report.clone() {
+                drop(guard);
+                self.join_thread();
+                return Ok(report);
+            }
+            if let Some(interrupted) = interrupt() {
+                return Err(interrupted);
+            }
+            guard = self
+                .shared
+                .changed
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Wakes every [`wait_until`](Self::wait_until) to check its condition again; call
+    /// it after changing what the condition reads.
+    #[cfg(all(unix, feature = "signals"))]
+    pub(crate) fn waker(&self) -> impl Fn() + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || {
+            // A waiter holds the lock from its check until it waits: taking it here
+            // means the notification cannot fall in between.
+            drop(shared.lifecycle());
+            shared.changed.notify_all();
+        }
+    }
+
     /// On the consumer thread or one of its workers: where joining would deadlock.
-    fn on_consumer_thread(&self) -> bool {
+    pub(crate) fn on_consumer_thread(&self) -> bool {
         let me = std::thread::current().id();
         self.shared.thread_id.get() == Some(&me) || lock(&self.shared.worker_threads).contains(&me)
     }
