@@ -17,10 +17,8 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafka_thread_manager::rdkafka::RdkafkaSource;
 use kafka_thread_manager::rskafka::RskafkaSource;
@@ -29,6 +27,7 @@ use kafka_thread_manager::{
     TopicPartition,
 };
 use rskafka::client::partition::Compression;
+use support::tansu::{unique, Tansu};
 use support::{consumer_config, record, KafkaBroker};
 
 /// For every wait on a condition: generous, so a slow machine does not fail a test.
@@ -47,146 +46,6 @@ const HANDLED_FIRST: usize = 5;
 const WORK: Duration = Duration::from_millis(25);
 /// How long the broker stays down under a running manager.
 const DOWN: Duration = Duration::from_secs(3);
-
-// ---- a Tansu broker of the test's own --------------------------------------------
-
-/// A Tansu child process with SQLite storage in a directory of its own; killed on drop.
-struct Tansu {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-    /// How many times it has been started (names each run's log).
-    starts: u32,
-}
-
-impl Tansu {
-    /// Starts one; `None` (with the reason printed) without `tansu` on PATH.
-    fn start(test: &str) -> Option<Self> {
-        if !on_path("tansu") {
-            eprintln!("SKIP {test}: no `tansu` on PATH (scripts/tansu.sh install)");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(unique(&format!("ktm-restart-{test}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut tansu = Self {
-            port: free_port(),
-            dir,
-            child: None,
-            starts: 0,
-        };
-        tansu.spawn();
-        Some(tansu)
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the broker process and waits for its "ready in" line.
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "the broker is already running");
-        self.starts += 1;
-        let log_path = self.dir.join(format!("broker-{}.log", self.starts));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let url = format!("tcp://{}", self.bootstrap());
-        // Tansu 0.6.0 opens the path of a `sqlite://` URL relative to its working
-        // directory (`sqlite:///tmp/x.db` opens `$PWD/tmp/x.db`): run it in `dir`.
-        let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tansu");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("ready in") {
-                return;
-            }
-            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "tansu (start {}) did not get ready (exit: {exited:?}); log:\n{text}",
-                self.starts
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Kills the broker (SIGKILL: no orderly shutdown) and waits for it to exit.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Kills the broker, checks that its port is closed, and starts it again on the
-    /// same port and the same database file.
-    fn restart(&mut self) {
-        self.kill();
-        assert!(
-            std::net::TcpStream::connect(self.bootstrap()).is_err(),
-            "the killed broker's port still accepts connections"
-        );
-        self.spawn();
-    }
-
-    /// Every log the broker wrote, for a failure message.
-    fn logs(&self) -> String {
-        (1..=self.starts)
-            .map(|n| {
-                let path = self.dir.join(format!("broker-{n}.log"));
-                format!(
-                    "--- {} ---\n{}",
-                    path.display(),
-                    std::fs::read_to_string(&path).unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "broker directory kept: {}\n{}",
-                self.dir.display(),
-                self.logs()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -13,6 +13,10 @@
 //! own API; records still go through rskafka's client.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tansu;
+#[cfg(feature = "rskafka-tls")]
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

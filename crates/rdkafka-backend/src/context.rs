@@ -62,6 +62,11 @@ pub(crate) struct GroupContext {
     fetch_queue: OnceLock<Weak<FetchQueue>>,
     /// Where `OAUTHBEARER` tokens come from, when that is the SASL mechanism.
     oauth: Option<ktm_core::OAuthTokenProvider>,
+    /// A broker's TLS alert refusing this client (see [`tls_refusal`]), not yet
+    /// reported by a poll.
+    tls_refusal: Mutex<Option<String>>,
+    /// Mirrors `tls_refusal.is_some()`, read on every poll without the lock.
+    has_tls_refusal: AtomicBool,
 }
 
 impl GroupContext {
@@ -275,6 +280,38 @@ pub(crate) fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
+impl GroupContext {
+    /// The broker's TLS refusal, once: a fatal error for the next poll.
+    pub(crate) fn take_tls_refusal(&self) -> Option<String> {
+        if !self.has_tls_refusal.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.tls_refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Whether a transport error is the broker refusing this client's TLS certificate
+/// (or the lack of one) with an alert. Under TLS 1.3 the broker checks the client's
+/// certificate after the client finished its handshake, so librdkafka reports the
+/// alert as a broken connection (`__TRANSPORT`) and reconnects forever; Java's
+/// consumer throws `SslAuthenticationException`. The same certificate is refused
+/// again on every attempt: fatal.
+fn tls_refusal(error: &KafkaError, reason: &str) -> bool {
+    const REFUSALS: [&str; 6] = [
+        "alert certificate required",
+        "alert bad certificate",
+        "alert unknown ca",
+        "alert certificate unknown",
+        "alert access denied",
+        "alert certificate revoked",
+    ];
+    error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure)
+        && REFUSALS.iter().any(|alert| reason.contains(alert))
+}
+
 impl ClientContext for GroupContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
@@ -320,6 +357,13 @@ impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Also returned by `recv()`, where the manager counts and logs it; keep this quiet.
         debug!(target: "librdkafka", %error, reason, "client error");
+        if tls_refusal(&error, reason) {
+            *self
+                .tls_refusal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+            self.has_tls_refusal.store(true, Ordering::Release);
+        }
     }
 }
 

@@ -241,6 +241,12 @@ impl MessageSource for RdkafkaSource {
         };
         let pending_error = &mut self.pending_error;
         let context = &running.context;
+        if let Some(alert) = context.take_tls_refusal() {
+            return Err(SourceError::fatal(
+                BACKEND,
+                format!("polling: the broker refused this client's TLS certificate: {alert}"),
+            ));
+        }
         let fetch_queue = &running.fetch_queue;
         let converter = &mut self.converter;
         let mut stream = running.consumer.stream();

@@ -73,6 +73,28 @@ pub(crate) enum ConnError {
 }
 
 impl ConnError {
+    /// A failure reading or writing `addr`'s stream. A TLS alert from the broker after
+    /// the handshake is a TLS error: under TLS 1.3 the client's handshake completes
+    /// before the broker checks its certificate, so a missing or refused client
+    /// certificate shows at the first read.
+    pub(crate) fn io(addr: &str, source: std::io::Error) -> Self {
+        #[cfg(feature = "tls")]
+        let source = match super::transport::rustls_failure(super::transport::host_of(addr), source)
+        {
+            Ok(tls) => {
+                return ConnError::Tls {
+                    addr: addr.to_owned(),
+                    source: tls,
+                }
+            }
+            Err(source) => source,
+        };
+        ConnError::Io {
+            addr: addr.to_owned(),
+            source,
+        }
+    }
+
     /// Whether retrying cannot help: authentication was refused, the broker's TLS
     /// certificate (or our TLS settings) were, or the broker speaks no version of a
     /// request we need.
@@ -269,7 +291,7 @@ impl Conn {
         let frame = self.encode(request, version, correlation)?;
         let io = |addr: &str| {
             let addr = addr.to_owned();
-            move |source| ConnError::Io { addr, source }
+            move |source| ConnError::io(&addr, source)
         };
         self.stream
             .write_all(&frame)

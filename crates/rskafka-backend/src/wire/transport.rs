@@ -92,6 +92,9 @@ pub(crate) fn host_of(addr: &str) -> &str {
 }
 
 #[cfg(feature = "tls")]
+pub(crate) use tls::rustls_failure;
+
+#[cfg(feature = "tls")]
 mod tls {
     use std::sync::Arc;
 
@@ -123,20 +126,23 @@ mod tls {
         let stream = TlsConnector::from(Arc::clone(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| tls_error(classify(host, e)))?;
+            .map_err(|e| tls_error(rustls_failure(host, e).unwrap_or_else(TlsError::Io)))?;
         Ok(Box::new(stream))
     }
 
-    /// What a failed handshake says: rustls's reason when there is one (the broker's
-    /// certificate refused, or an alert from the broker), else the I/O error.
-    fn classify(host: &str, e: std::io::Error) -> TlsError {
+    /// What a TLS failure says, when `e` carries rustls's reason (the broker's
+    /// certificate refused, or an alert from the broker); `e` itself otherwise.
+    pub(crate) fn rustls_failure(
+        host: &str,
+        e: std::io::Error,
+    ) -> Result<TlsError, std::io::Error> {
         let Some(reason) = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         else {
-            return TlsError::Io(e);
+            return Err(e);
         };
-        match reason {
+        Ok(match reason {
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
                 TlsError::UnknownIssuer
             }
@@ -154,7 +160,7 @@ mod tls {
             other => TlsError::Handshake {
                 message: other.to_string(),
             },
-        }
+        })
     }
 }
 
