@@ -180,6 +180,19 @@ impl Fake {
             let expected = format!("\0{}\0{}", self.user, self.password);
             return (Vec::new(), bytes == expected.as_bytes());
         }
+        if mechanism == "OAUTHBEARER" {
+            // The password is the one valid token. A refused token gets Kafka's error
+            // challenge first; the client's lone 0x01 then gets the failure.
+            if scram.take().is_some() {
+                return (Vec::new(), false);
+            }
+            let expected = format!("n,,\x01auth=Bearer {}\x01\x01", self.password);
+            if bytes == expected.as_bytes() {
+                return (Vec::new(), true);
+            }
+            *scram = Some(("oauth".into(), "refused".into()));
+            return (br#"{"status":"invalid_token"}"#.to_vec(), true);
+        }
         let hash = if mechanism == "SCRAM-SHA-256" {
             ScramHash::Sha256
         } else {
@@ -388,4 +401,62 @@ async fn an_unsupported_mechanism_is_fatal() {
         "right-pw",
         |a| matches!(a, AuthError::MechanismNotSupported { offered, .. } if offered == &["PLAIN"]),
     );
+}
+
+fn token_provider(token: &'static str) -> ktm_core::OAuthTokenProvider {
+    ktm_core::OAuthTokenProvider::new(move || {
+        let expires = std::time::SystemTime::now() + Duration::from_secs(600);
+        Ok(ktm_core::OAuthToken::new(token, "alice", expires))
+    })
+}
+
+#[tokio::test]
+async fn oauth_bearer_sends_the_providers_token() {
+    let fake = Fake::new(&["PLAIN", "OAUTHBEARER"]);
+    let addr = fake.clone().start().await;
+    let sasl = Sasl::oauth_bearer(token_provider("right-pw"));
+    connect_coordinator(&settings(vec![addr], sasl))
+        .await
+        .unwrap();
+    let seen = fake.seen();
+    assert!(
+        seen.contains(&"handshake v1 OAUTHBEARER".to_owned()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"authenticated".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"find-coordinator".to_owned()), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_refused_oauth_token_is_fatal() {
+    let fake = Fake::new(&["OAUTHBEARER"]);
+    let addr = fake.clone().start().await;
+    let sasl = Sasl::oauth_bearer(token_provider("stolen-token-42"));
+    let e = connect_coordinator(&settings(vec![addr], sasl))
+        .await
+        .unwrap_err();
+    assert_fatal(e, "stolen-token-42", |a| {
+        matches!(a, AuthError::Rejected { mechanism: "OAUTHBEARER", message }
+            if message.contains("invalid_token"))
+    });
+    // The error challenge, then the client's acknowledgement and the failure.
+    let authenticates = fake
+        .seen()
+        .iter()
+        .filter(|s| s.starts_with("authenticate"))
+        .count();
+    assert_eq!(authenticates, 2, "{:?}", fake.seen());
+}
+
+#[tokio::test]
+async fn a_failing_token_provider_is_transient() {
+    let fake = Fake::new(&["OAUTHBEARER"]);
+    let addr = fake.clone().start().await;
+    let provider = ktm_core::OAuthTokenProvider::new(|| Err("identity provider down".into()));
+    let e = connect_coordinator(&settings(vec![addr], Sasl::oauth_bearer(provider)))
+        .await
+        .unwrap_err();
+    assert!(!e.is_fatal(), "{e}");
+    assert!(e.to_string().contains("identity provider down"), "{e}");
+    assert!(e.into_source_error("joining").is_transient());
 }

@@ -68,10 +68,18 @@ pub(super) async fn authenticate(conn: &mut Conn, sasl: &Sasl) -> Result<(), Con
             if !challenge.is_empty() {
                 // RFC 7628 3.2.2: a refused token gets an error challenge (JSON), which
                 // the client acknowledges with a lone 0x01 before the failure comes.
-                step(conn, mechanism, vec![0x01]).await?;
+                let details = String::from_utf8_lossy(&challenge).into_owned();
+                let refusal = match step(conn, mechanism, vec![0x01]).await {
+                    Err(ConnError::Auth {
+                        source: AuthError::Rejected { message, .. },
+                        ..
+                    }) => message,
+                    Err(e) => return Err(e),
+                    Ok(_) => "token refused".to_owned(),
+                };
                 return Err(auth(AuthError::Rejected {
                     mechanism,
-                    message: String::from_utf8_lossy(&challenge).into_owned(),
+                    message: format!("{refusal}: {details}"),
                 }));
             }
             token.principal
