@@ -177,14 +177,18 @@ fn fails_at_once(backend: Backend, config: ConsumerConfig, what: &str) -> String
     reason.clone()
 }
 
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// Polls a source until it fails (it must, within [`FAIL_WITHIN`]); the error.
 fn poll_error(backend: Backend, config: ConsumerConfig) -> SourceError {
     let mut source = source(backend, config);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let deadline = tokio::time::Instant::now() + FAIL_WITHIN;
         let mut batch = PollBatch::new();
         while tokio::time::Instant::now() < deadline {
@@ -207,11 +211,7 @@ fn poll_error(backend: Backend, config: ConsumerConfig) -> SourceError {
 /// Polls a source for a few seconds: it must read nothing and fail only transiently.
 fn reads_nothing(backend: Backend, config: ConsumerConfig) {
     let mut source = source(backend, config);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let mut batch = PollBatch::new();
         let mut errors = 0;
