@@ -34,7 +34,20 @@
 //! - [`RdkafkaDeadLetterProducer`] produces dead letters for
 //!   [`FailurePolicy::DeadLetter`](ktm_core::FailurePolicy::DeadLetter).
 //!
+//! - Security comes from the shared settings ([`ktm_core::Security`]), mapped onto
+//!   librdkafka's `security.protocol`, `sasl.*` and `ssl.*` properties; `OAUTHBEARER`
+//!   tokens come from the user's [`OAuthTokenProvider`](ktm_core::OAuthTokenProvider)
+//!   through librdkafka's refresh callback. A refused authentication (`__AUTHENTICATION`)
+//!   or certificate (`__SSL`, or a TLS alert refusing this client's certificate) ends
+//!   the manager at once, as Java's consumer, instead of librdkafka's endless retries.
+//!   Secrets never appear in `Debug` output.
+//!
 //! Building needs a C and C++ compiler and `make`: librdkafka is compiled from source.
+//!
+//! # Cargo features
+//! - `ssl`: TLS and SASL SCRAM, with the system's OpenSSL (found through pkg-config).
+//! - `ssl-vendored`: the same with OpenSSL built from source and linked statically.
+//! - `gssapi`: SASL GSSAPI (Kerberos), with the system's Cyrus SASL (libsasl2).
 
 mod config;
 mod context;

@@ -70,27 +70,31 @@
 //!   [`queued_max_bytes`](RskafkaSourceBuilder::queued_max_bytes) (default 32 MiB);
 //!   prefetched memory stays within it plus one response per broker in flight, each
 //!   asking for no more than the room left (at most `fetch.max.bytes`).
-//! - [`sasl`](RskafkaSourceBuilder::sasl) and `tls` apply to every connection (and to
-//!   the dead-letter producer's): the fetch, group and control connections,
-//!   which do the TLS handshake (checking the broker's certificate against its host
-//!   name) and then SaslHandshake v1 and SaslAuthenticate v2 with `PLAIN`,
-//!   `SCRAM-SHA-256` or `SCRAM-SHA-512` (RFC 5802/7677; the server signature is
-//!   verified). A refused authentication is fatal ([`AuthError`] in the error's
-//!   source chain), never retried; a refused certificate is fatal too.
+//! - Security comes from the shared settings ([`ktm_core::Security`]: `security.protocol`,
+//!   [`sasl`](RskafkaSourceBuilder::sasl), [`tls`](RskafkaSourceBuilder::tls)) and
+//!   applies to every connection (and to the dead-letter producer's): the fetch, group
+//!   and control connections do the TLS handshake (rustls; the configured CA or the
+//!   system's; the broker's host name checked unless turned off; a client certificate
+//!   for mutual TLS), then SaslHandshake v1 and SaslAuthenticate v2 with `PLAIN`,
+//!   `SCRAM-SHA-256`, `SCRAM-SHA-512` (RFC 5802/7677; the server signature is
+//!   verified) or `OAUTHBEARER` (RFC 7628, tokens from the user's
+//!   [`OAuthTokenProvider`](ktm_core::OAuthTokenProvider)). A refused authentication
+//!   or certificate is fatal ([`AuthError`] or [`TlsError`] in the error's source
+//!   chain), never retried. [`rustls_config`](RskafkaSourceBuilder::rustls_config)
+//!   takes a whole rustls configuration instead, for what [`ktm_core::TlsConfig`] lacks.
 //!
 //! # Cargo features
 //! The default build needs no C compiler, every codec included. `tls` (rustls with
 //! ring) needs one.
 //!
 //! # Limitations
-//! - SASL and TLS on the group and offset connections are tested only against the
-//!   RFC 7677 SCRAM test vector and a fake in-process broker (SaslHandshake,
-//!   SaslAuthenticate, FindCoordinator frames, no TLS); they have not been run against
-//!   a real Kafka broker with SASL or TLS enabled. SCRAM uses the password's UTF-8
-//!   bytes without SASLprep, as Kafka does. Re-authentication (KIP-368) is not
-//!   done: a broker that closes the connection when the session lifetime ends causes
-//!   a reconnect, which authenticates again. `OAUTHBEARER` and `GSSAPI` are not
-//!   supported.
+//! - SCRAM over plaintext and TLS, and TLS with and without a client certificate, are
+//!   tested against Tansu (`tests/security.rs` of the workspace); `OAUTHBEARER` only
+//!   against a fake in-process broker (no broker here offers it). SCRAM uses the
+//!   password's UTF-8 bytes without SASLprep, as Kafka does. Re-authentication
+//!   (KIP-368) is not done: a broker that closes the connection when the session
+//!   lifetime ends causes a reconnect, which authenticates again (with a fresh
+//!   `OAUTHBEARER` token). `GSSAPI` is not supported (`ConfigError::Backend`).
 //! - Until the brokers are reachable, a `poll` may take up to `connect_timeout` before
 //!   it reports its transient error (it is cancel-safe, so `stop()` never waits for it).
 //! - A committed offset past the log end is detected only when the broker answers the
