@@ -267,18 +267,19 @@ impl<H: Handle> Runner<H> {
         if blocked.attempts == 1 {
             blocked.first_failed_at = now;
         }
-        if failure.kind == FailureKind::Retryable && blocked.attempts <= retry.max_retries() {
-            let delay = blocked.backoff.next_delay();
-            let in_time = retry
-                .max_elapsed_limit()
-                .is_none_or(|limit| (now + delay).duration_since(blocked.first_failed_at) <= limit);
-            if in_time {
-                warn!(%failure, attempt = blocked.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition wait)");
-                blocked.next_at = now + delay;
-                blocked.last_failure = Some(failure);
-                self.pause(idx);
-                return Some(Advance::Waiting);
-            }
+        let delay = retry.retry_delay(
+            failure.kind,
+            blocked.attempts,
+            blocked.first_failed_at,
+            now,
+            &mut blocked.backoff,
+        );
+        if let Some(delay) = delay {
+            warn!(%failure, attempt = blocked.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition wait)");
+            blocked.next_at = now + delay;
+            blocked.last_failure = Some(failure);
+            self.pause(idx);
+            return Some(Advance::Waiting);
         }
         self.give_up(idx, head, failure).await
     }
