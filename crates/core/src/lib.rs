@@ -27,6 +27,7 @@ mod config;
 mod consumer_config;
 mod dead_letter;
 mod error;
+mod launch;
 pub mod lifecycle;
 mod manager;
 mod message;
@@ -35,6 +36,7 @@ mod pool;
 mod progress;
 mod runner;
 mod security;
+mod shared;
 #[cfg(all(unix, feature = "signals"))]
 mod shutdown;
 mod source;

@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 use tracing::{info, warn};
 
-use crate::manager::lock;
+use crate::shared::lock;
 use crate::{Error, State, StopReport, ThreadManager};
 
 /// A signal asking the process to shut down.

@@ -15,7 +15,7 @@ use super::ownership::{Ownership, RunOwner};
 use super::queue::WorkQueue;
 use super::WorkerPool;
 use crate::backoff::Backoff;
-use crate::manager::{lock, Shared};
+use crate::shared::{lock, Shared};
 use crate::{Message, RetryPolicy};
 
 /// What every worker of a pool runs with.

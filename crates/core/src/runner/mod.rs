@@ -16,10 +16,11 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::callback::{panic_message, Handle};
+use crate::launch::{LaunchArgs, RunConfig};
 use crate::lifecycle::Trigger;
-use crate::manager::{build_report, lock, LaunchArgs, RunConfig, Shared};
 use crate::pool::Dispatcher;
 use crate::progress::Progress;
+use crate::shared::{build_report, lock, Shared};
 use crate::stats::Counters;
 use crate::telemetry::ConsumerMetrics;
 use crate::{CallbackFailure, Message};

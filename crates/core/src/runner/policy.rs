@@ -6,7 +6,7 @@ use tracing::{error, warn};
 
 use super::Runner;
 use crate::callback::Handle;
-use crate::manager::lock;
+use crate::shared::lock;
 use crate::stats::Counters;
 use crate::{CallbackFailure, FailurePolicy, Message, StopReason, TopicPartition};
 
