@@ -75,7 +75,7 @@ pub use security::{
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "signals"))))]
 pub use shutdown::{ShutdownOutcome, ShutdownSignal};
 pub use source::{MessageSource, PollBatch, SourceEvent};
-pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
+pub use stats::{Counts, Health, PartitionStats, Stats, StopReason, StopReport};
 
 /// Re-exported so backends and users implement [`MessageSource`] and [`AsyncCallback`]
 /// with the same macro version.

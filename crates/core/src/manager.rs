@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use crate::launch::{Launch, LaunchArgs, RunConfig};
 use crate::lifecycle::Trigger;
 use crate::shared::{build_report, lock, Lifecycle, Shared, StateListener};
-use crate::stats::Counters;
 use crate::{
     Error, Health, MessageSource, State, Stats, StopReason, StopReport, ThreadManagerBuilder,
     TopicPartition,
@@ -227,20 +226,11 @@ impl ThreadManager {
     /// A live snapshot of counters, committed positions and assignment.
     pub fn stats(&self) -> Stats {
         let state = self.state();
-        let c = &self.shared.counters;
+        let counts = self.shared.counters.snapshot();
         let live = lock(&self.shared.live);
         Stats {
             state,
-            messages_handled: Counters::read(&c.handled),
-            callback_failures: Counters::read(&c.callback_failures),
-            retries: Counters::read(&c.retries),
-            dead_lettered: Counters::read(&c.dead_lettered),
-            skipped: Counters::read(&c.skipped),
-            dead_letter_errors: Counters::read(&c.dead_letter_errors),
-            poll_errors: Counters::read(&c.poll_errors),
-            commit_errors: Counters::read(&c.commit_errors),
-            commits: Counters::read(&c.commits),
-            rebalances: Counters::read(&c.rebalances),
+            counts,
             committed: live.committed.clone(),
             assignment: live.assignment.iter().cloned().collect(),
             last_error: live.last_error.clone(),

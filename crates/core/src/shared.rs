@@ -152,18 +152,10 @@ pub(crate) fn build_report(
     final_commit_error: Option<String>,
     close_error: Option<String>,
 ) -> StopReport {
-    let c = &shared.counters;
     StopReport {
         final_state,
         reason: lifecycle.reason.clone().unwrap_or(StopReason::Requested),
-        messages_handled: Counters::read(&c.handled),
-        callback_failures: Counters::read(&c.callback_failures),
-        retries: Counters::read(&c.retries),
-        dead_lettered: Counters::read(&c.dead_lettered),
-        skipped: Counters::read(&c.skipped),
-        dead_letter_errors: Counters::read(&c.dead_letter_errors),
-        poll_errors: Counters::read(&c.poll_errors),
-        commit_errors: Counters::read(&c.commit_errors),
+        counts: shared.counters.snapshot(),
         committed: lock(&shared.live).committed.clone(),
         run_time: lifecycle
             .started_at

@@ -151,7 +151,7 @@ impl ThreadManager {
     /// # fn demo(manager: ktm_core::ThreadManager) -> Result<(), ktm_core::Error> {
     /// let outcome = manager.run_until_shutdown_signal()?; // starts it, if needed
     /// if let Some(report) = outcome.report() {
-    ///     println!("handled {} messages", report.messages_handled);
+    ///     println!("handled {} messages", report.counts.messages_handled);
     /// }
     /// std::process::exit(outcome.exit_code());
     /// # }
