@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .thread_lifetime(None)
             .build()?;
     manager.start()?;
-    while manager.stats().messages_handled < 1 {
+    while manager.stats().counts.messages_handled < 1 {
         std::thread::sleep(Duration::from_millis(5));
     }
     manager.stop()?;

@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stats = manager.stats();
         println!(
             "handled {}  assigned {}  state {}",
-            stats.messages_handled,
+            stats.counts.messages_handled,
             stats.assignment.len(),
             stats.state
         );

@@ -51,10 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     while manager.state() == State::Running {
         let stats = manager.stats();
-        bar.set_position(stats.messages_handled);
+        bar.set_position(stats.counts.messages_handled);
         let lag: i64 = stats.partitions.iter().filter_map(|p| p.lag).sum();
-        bar.set_message(format!("commits {}  lag {lag}", stats.commits));
-        if stats.messages_handled >= MESSAGES {
+        bar.set_message(format!("commits {}  lag {lag}", stats.counts.commits));
+        if stats.counts.messages_handled >= MESSAGES {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -64,8 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nfinal report:");
     println!("  state:            {}", report.final_state);
     println!("  reason:           {:?}", report.reason);
-    println!("  messages handled: {}", report.messages_handled);
-    println!("  callback errors:  {}", report.callback_failures);
+    println!("  messages handled: {}", report.counts.messages_handled);
+    println!("  callback errors:  {}", report.counts.callback_failures);
     println!("  run time:         {:?}", report.run_time);
     for (tp, position) in report.committed.iter() {
         println!("  committed {tp}: {position}");

@@ -60,7 +60,7 @@ fn run() -> Result<ShutdownOutcome, Box<dyn std::error::Error>> {
     match &outcome {
         ShutdownOutcome::Stopped { signal, report } => tracing::info!(
             %signal,
-            handled = report.messages_handled,
+            handled = report.counts.messages_handled,
             committed = ?report.committed,
             "stopped gracefully"
         ),

@@ -204,7 +204,7 @@ fn wait_for(
 fn stop(manager: &ThreadManager) -> StopReport {
     let report = manager.stop().unwrap();
     assert_eq!(report.final_state, State::Stopped, "{report:?}");
-    assert_eq!(report.callback_failures, 0, "{report:?}");
+    assert_eq!(report.counts.callback_failures, 0, "{report:?}");
     assert_eq!(report.final_commit_error, None, "{report:?}");
     report
 }
@@ -395,8 +395,8 @@ fn keeps_consuming_across_restart(test: &str, build: SourceFactory) {
         "{test}: committed {committed:?} when the broker was killed; {} handled, {repeats} \
          again; {} poll errors, {} commit errors",
         handled.len(),
-        report.poll_errors,
-        report.commit_errors
+        report.counts.poll_errors,
+        report.counts.commit_errors
     );
 }
 

@@ -112,7 +112,7 @@ fn connections(brokers: u16) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let handled = collected.manager.stats().messages_handled;
+    let handled = collected.manager.stats().counts.messages_handled;
     let (_, report) = collected.stop();
 
     let per_port: BTreeMap<u16, usize> = most.values().fold(BTreeMap::new(), |mut m, p| {
@@ -132,7 +132,7 @@ fn connections(brokers: u16) {
          broker, the group coordinator's and the bootstrap one). By broker port: {per_port:?}"
     );
     assert!(most > 0, "{test}: no connection found: the count is broken");
-    assert_eq!(report.callback_failures, 0, "{report:?}");
+    assert_eq!(report.counts.callback_failures, 0, "{report:?}");
 }
 
 #[test]

@@ -507,7 +507,7 @@ fn restart_with(name: &str, build: SourceFactory, recreate: Recreate) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let after = h.manager.stats();
-    let errors = after.poll_errors - before.poll_errors;
+    let errors = after.counts.poll_errors - before.counts.poll_errors;
     eprintln!(
         "{name}: {errors} poll errors in {OBSERVE:?} after the restart; last error: {:?}; {after:?}",
         after.last_error

@@ -140,7 +140,7 @@ fn consume(source: impl MessageSource, count: usize) -> Vec<Message> {
     std::thread::sleep(Duration::from_millis(500));
     let report = manager.stop().unwrap();
     assert_eq!(report.final_state, State::Stopped, "{report:?}");
-    assert_eq!(report.callback_failures, 0);
+    assert_eq!(report.counts.callback_failures, 0);
     let seen = seen.lock().unwrap().clone();
     seen
 }

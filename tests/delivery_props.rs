@@ -147,7 +147,7 @@ fn one_run(
         if clean {
             (0..3).all(|p| cluster.committed("g", "t", p) == Some(40))
         } else {
-            manager.stats().messages_handled >= run.stop_after
+            manager.stats().counts.messages_handled >= run.stop_after
                 || handled.lock().unwrap().len() >= 3 * 40
         }
     };

@@ -95,8 +95,14 @@ fn other_partitions_go_on_while_one_waits_for_its_retry() {
     });
     let report = m.stop().unwrap();
     assert_eq!(report.final_state, State::Stopped);
-    assert_eq!((report.retries, report.callback_failures), (2, 2));
-    assert_eq!(report.messages_handled, 40, "each message handled once");
+    assert_eq!(
+        (report.counts.retries, report.counts.callback_failures),
+        (2, 2)
+    );
+    assert_eq!(
+        report.counts.messages_handled, 40,
+        "each message handled once"
+    );
 
     let calls = calls.lock().unwrap().clone();
     let p0: Vec<i64> = calls
@@ -165,7 +171,7 @@ fn permanent_errors_and_panics_are_not_retried_and_are_dead_lettered() {
         (attempts_of(&calls, 0, 3), attempts_of(&calls, 0, 7)),
         (1, 1)
     );
-    assert_eq!((report.retries, report.dead_lettered), (0, 2));
+    assert_eq!((report.counts.retries, report.counts.dead_lettered), (0, 2));
     let dead = cluster.records("failed", 0).unwrap();
     let errors: Vec<_> = dead
         .iter()
@@ -204,7 +210,7 @@ fn max_elapsed_ends_retries_before_the_count_does() {
     let attempts = attempts_of(&calls, 0, 4);
     // Delays are 10-20 ms (jittered), and no attempt starts past 200 ms.
     assert!((2..=21).contains(&attempts), "{attempts} attempts");
-    assert_eq!(report.skipped, 1);
+    assert_eq!(report.counts.skipped, 1);
 }
 
 #[test]
@@ -229,23 +235,23 @@ fn a_failing_dead_letter_produce_keeps_the_offset_uncommitted_and_is_retried() {
     let mut observed_failing = false;
     eventually(PATIENCE, "the dead letter produced", || {
         let s = m.stats();
-        if s.dead_lettered == 0 {
-            observed_failing |= s.dead_letter_errors > 0;
+        if s.counts.dead_lettered == 0 {
+            observed_failing |= s.counts.dead_letter_errors > 0;
             let committed = cluster.committed("g", "t", 0).unwrap_or(0);
             assert!(
                 committed <= 5,
                 "committed {committed} while the dead letter was not produced"
             );
         }
-        s.dead_lettered == 1
+        s.counts.dead_lettered == 1
     });
     assert!(observed_failing, "the failing sends were seen in stats");
     eventually(PATIENCE, "everything committed", || {
         committed_all(&cluster, "t", &[(0, 20)])
     });
     let report = m.stop().unwrap();
-    assert_eq!(m.stats().dead_letter_errors, 3);
-    assert_eq!(report.dead_lettered, 1);
+    assert_eq!(m.stats().counts.dead_letter_errors, 3);
+    assert_eq!(report.counts.dead_lettered, 1);
     assert_eq!(
         cluster.records("t.dlq", 0).unwrap().len(),
         1,

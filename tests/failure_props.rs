@@ -246,7 +246,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     // Until the manager has settled every message; stop() then makes the final commit.
     let all_settled = || {
         let s = manager.stats();
-        s.messages_handled + s.dead_lettered + s.skipped
+        s.counts.messages_handled + s.counts.dead_lettered + s.counts.skipped
             >= (PARTITIONS as i64 * PER_PARTITION) as u64
     };
     let started = Instant::now();

@@ -43,7 +43,7 @@ fn stop_is_prompt_commits_what_was_handled_and_is_idempotent() {
     assert!(t0.elapsed() < Duration::from_secs(30));
     assert_eq!(report.final_state, State::Stopped);
     assert_eq!(report.reason, StopReason::Requested);
-    assert_eq!(report.messages_handled, 90);
+    assert_eq!(report.counts.messages_handled, 90);
     for p in 0..3 {
         assert_eq!(cluster.committed("g", "t", p), Some(30), "partition {p}");
     }
@@ -160,7 +160,7 @@ fn a_callback_error_fails_the_manager_and_commits_nothing_past_it() {
         (f.offset, f.panicked, f.reason.as_str()),
         (7, false, "bad payload")
     );
-    assert_eq!(report.callback_failures, 1);
+    assert_eq!(report.counts.callback_failures, 1);
     assert_eq!(
         cluster.committed("g", "t", 0),
         Some(7),
@@ -218,11 +218,11 @@ fn transient_poll_and_commit_errors_are_retried_counted_and_lose_nothing() {
     m.start().unwrap();
     handled_at_least(&m, 40);
     let report = m.stop().unwrap();
-    assert_eq!(report.messages_handled, 40);
+    assert_eq!(report.counts.messages_handled, 40);
     assert!(counts.poll_failures() >= 3, "{}", counts.poll_failures());
-    assert_eq!(report.poll_errors, counts.poll_failures());
-    assert_eq!(report.commit_errors, counts.commit_failures());
-    assert!(report.commit_errors >= 1);
+    assert_eq!(report.counts.poll_errors, counts.poll_failures());
+    assert_eq!(report.counts.commit_errors, counts.commit_failures());
+    assert!(report.counts.commit_errors >= 1);
     assert_eq!(cluster.committed("g", "t", 0), Some(20));
     assert_eq!(cluster.committed("g", "t", 1), Some(20));
 }
@@ -249,7 +249,7 @@ fn a_fatal_source_error_ends_failed() {
     assert!(
         matches!(report.reason, StopReason::SourceFailed(ref s) if s.contains("injected fatal"))
     );
-    assert_eq!(report.messages_handled, 2);
+    assert_eq!(report.counts.messages_handled, 2);
     assert_eq!(
         cluster.committed("g", "t", 0),
         Some(2),
@@ -277,7 +277,7 @@ fn stop_from_inside_the_callback_does_not_deadlock() {
     let report = m.wait(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(report.reason, StopReason::Requested);
     assert_eq!(
-        report.messages_handled, 11,
+        report.counts.messages_handled, 11,
         "the in-flight callback finished, nothing after it"
     );
     assert_eq!(cluster.committed("g", "t", 0), Some(11));
@@ -305,11 +305,11 @@ fn wait_from_inside_the_callback_returns_an_error_and_the_thread_goes_on() {
     );
     m.start().unwrap();
     eventually(Duration::from_secs(20), "all 50 handled", || {
-        m.stats().messages_handled == 50
+        m.stats().counts.messages_handled == 50
     });
     assert_eq!(m.state(), State::Running);
     let report = m.stop().unwrap();
-    assert_eq!(report.messages_handled, 50);
+    assert_eq!(report.counts.messages_handled, 50);
     assert!(probe
         .answer()
         .starts_with("wait() called from the consumer thread"));
@@ -403,7 +403,7 @@ fn rebalance_commits_revoked_partitions_before_the_new_owner_reads_them() {
         seen.iter().any(|s| s.2 == 2),
         "the second member got partitions"
     );
-    assert!(a.stats().rebalances >= 2);
+    assert!(a.stats().counts.rebalances >= 2);
 }
 
 #[test]

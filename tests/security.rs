@@ -143,7 +143,7 @@ fn reads_and_commits(backend: Backend, config: ConsumerConfig, what: &str) {
         "{backend:?} {what}: {report:?}"
     );
     assert_eq!(
-        report.messages_handled, RECORDS as u64,
+        report.counts.messages_handled, RECORDS as u64,
         "{backend:?} {what}"
     );
     eprintln!("{backend:?} {what}: read and committed {RECORDS} records");

@@ -76,7 +76,7 @@ fn sigterm_stops_gracefully_and_commits_what_was_handled() {
         s.spawn(|| {
             // The helper installs its handlers before it starts the manager.
             until("messages handled", || {
-                manager.stats().messages_handled >= 20
+                manager.stats().counts.messages_handled >= 20
             });
             send("TERM");
         });
@@ -89,13 +89,13 @@ fn sigterm_stops_gracefully_and_commits_what_was_handled() {
     assert_eq!(*signal, ShutdownSignal::Terminate);
     assert_eq!(report.final_state, State::Stopped);
     assert_eq!(report.reason, StopReason::Requested);
-    assert!(report.messages_handled >= 20, "{report:?}");
+    assert!(report.counts.messages_handled >= 20, "{report:?}");
     assert!(
-        report.messages_handled < 100_000,
+        report.counts.messages_handled < 100_000,
         "the stop came first: {report:?}"
     );
     // One partition from offset 0: the next position is the count handled.
-    let handled = i64::try_from(report.messages_handled).unwrap();
+    let handled = i64::try_from(report.counts.messages_handled).unwrap();
     assert_eq!(cluster.committed("billing", "orders", 0), Some(handled));
     assert_eq!(outcome.exit_code(), 0);
     assert_eq!(manager.state(), State::Stopped);
@@ -199,7 +199,7 @@ fn a_manager_that_ends_by_itself_returns_without_a_signal() {
         panic!("expected the manager to end by itself, got {outcome:?}");
     };
     assert_eq!(report.reason, StopReason::LifetimeExpired);
-    assert_eq!(report.messages_handled, 10);
+    assert_eq!(report.counts.messages_handled, 10);
     assert_eq!(cluster.committed("billing", "orders", 0), Some(10));
     assert_eq!(outcome.exit_code(), 0);
     // Already ended: a second call returns the same report at once.

@@ -335,7 +335,7 @@ fn transactions(backend: Backend, broker: &Broker, test: &str) {
 
     // The idle window: nothing to read, the consumer long-polls.
     let fetches_at_idle = broker.fetches();
-    let handled_at_idle = collected.manager.stats().messages_handled;
+    let handled_at_idle = collected.manager.stats().counts.messages_handled;
     std::thread::sleep(IDLE);
     let fetches_after_idle = broker.fetches();
 
@@ -362,7 +362,10 @@ fn transactions(backend: Backend, broker: &Broker, test: &str) {
     }
 
     // Nothing more arrived while idle, and the partition stayed caught up.
-    assert_eq!(stats.messages_handled, handled_at_idle, "{test}: {stats:?}");
+    assert_eq!(
+        stats.counts.messages_handled, handled_at_idle,
+        "{test}: {stats:?}"
+    );
     let partition = stats.partitions.iter().find(|p| p.tp == tp).unwrap();
     assert_eq!(
         partition.position,
@@ -394,7 +397,7 @@ fn transactions(backend: Backend, broker: &Broker, test: &str) {
     }
 
     assert_eq!(report.final_state, State::Stopped, "{test}: {report:?}");
-    assert_eq!(report.callback_failures, 0, "{test}: {report:?}");
+    assert_eq!(report.counts.callback_failures, 0, "{test}: {report:?}");
 }
 
 fn on_mock(backend: Backend) {

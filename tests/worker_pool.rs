@@ -95,7 +95,7 @@ fn partition_order_is_kept_on_one_worker_per_partition_and_all_is_committed() {
         .unwrap();
     m.start().unwrap();
     let report = stop_once_committed(&m, &cluster, 6, 200);
-    assert_eq!(report.messages_handled, 1200);
+    assert_eq!(report.counts.messages_handled, 1200);
     let log = log.lock().unwrap().clone();
     for (p, offsets) in by_partition(&log) {
         assert_eq!(
@@ -283,7 +283,7 @@ fn a_full_queue_pauses_the_partition_and_the_backlog_stays_bounded() {
     assert!(stats.held > 0, "the poll batch that did not fit is held");
     release.store(true, Ordering::SeqCst);
     let report = stop_once_committed(&m, &cluster, 1, 2000);
-    assert_eq!(report.messages_handled, 2000);
+    assert_eq!(report.counts.messages_handled, 2000);
     let pauses = pauses.lock().unwrap().clone();
     let (p, r) = (
         pauses.iter().filter(|c| **c == "pause").count(),
@@ -310,7 +310,7 @@ fn batch_callbacks_get_ordered_batches_of_one_partition() {
         .unwrap();
     m.start().unwrap();
     let report = stop_once_committed(&m, &cluster, 3, 300);
-    assert_eq!(report.messages_handled, 900);
+    assert_eq!(report.counts.messages_handled, 900);
     let batches = batches.lock().unwrap().clone();
     let mut all: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for b in &batches {
@@ -382,9 +382,12 @@ fn a_failed_batch_is_retried_whole_then_skipped_by_policy() {
         "the same batch each time"
     );
     let skipped = poisoned[0].len() as u64;
-    assert_eq!(report.skipped, skipped);
-    assert_eq!(report.messages_handled, 100 - skipped);
-    assert_eq!((report.retries, report.callback_failures), (2, 3));
+    assert_eq!(report.counts.skipped, skipped);
+    assert_eq!(report.counts.messages_handled, 100 - skipped);
+    assert_eq!(
+        (report.counts.retries, report.counts.callback_failures),
+        (2, 3)
+    );
 }
 
 #[test]
@@ -419,8 +422,11 @@ fn a_failed_message_is_retried_in_place_and_order_is_kept() {
         p0, expected,
         "retried in place, nothing of partition 0 overtook it"
     );
-    assert_eq!((report.retries, report.callback_failures), (2, 2));
-    assert_eq!(report.messages_handled, 40);
+    assert_eq!(
+        (report.counts.retries, report.counts.callback_failures),
+        (2, 2)
+    );
+    assert_eq!(report.counts.messages_handled, 40);
 }
 
 #[test]
@@ -473,7 +479,10 @@ fn dead_letters_from_workers_are_committed_after_the_ack() {
     let dead = cluster.records("t.dlq", 0).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].key(), Some(&b"key-7"[..]));
-    assert_eq!((report.dead_lettered, report.messages_handled), (1, 49));
+    assert_eq!(
+        (report.counts.dead_lettered, report.counts.messages_handled),
+        (1, 49)
+    );
 }
 
 #[test]
@@ -495,7 +504,7 @@ fn stop_lets_running_callbacks_finish_and_commits_what_they_finished() {
     let report = m.stop().unwrap();
     let log = log.lock().unwrap().clone();
     assert!(log.len() < 4000, "queued messages were not run after stop");
-    assert_eq!(report.messages_handled, log.len() as u64);
+    assert_eq!(report.counts.messages_handled, log.len() as u64);
     for (p, offsets) in by_partition(&log) {
         let done = offsets.len() as i64;
         assert_eq!(offsets, (0..done).collect::<Vec<_>>());
@@ -529,7 +538,7 @@ fn stop_from_a_worker_callback_does_not_deadlock() {
     assert!(probe
         .answer()
         .starts_with("stop() called from the consumer thread"));
-    let done = report.messages_handled as i64;
+    let done = report.counts.messages_handled as i64;
     assert!(done >= 11, "the callback that stopped finished");
     assert_eq!(committed(&cluster, "t", 0), Some(done));
 }
@@ -553,11 +562,11 @@ fn wait_from_a_worker_callback_returns_an_error_and_the_pool_goes_on() {
     );
     m.start().unwrap();
     eventually(PATIENCE, "all 50 handled", || {
-        m.stats().messages_handled == 50
+        m.stats().counts.messages_handled == 50
     });
     let report = m.stop().unwrap();
     assert_eq!(report.reason, StopReason::Requested);
-    assert_eq!(report.messages_handled, 50);
+    assert_eq!(report.counts.messages_handled, 50);
     assert!(probe
         .answer()
         .starts_with("wait() called from the consumer thread"));
@@ -606,7 +615,7 @@ fn a_rebalance_forgets_what_the_workers_still_had() {
         assert_eq!(got, (0..200).collect(), "partition {p}");
     }
     assert!(
-        first.stats().rebalances >= 2,
+        first.stats().counts.rebalances >= 2,
         "the first member was assigned, then gave a partition up"
     );
 }
@@ -698,7 +707,7 @@ fn a_revoked_partition_s_retry_is_abandoned_and_its_worker_goes_on() {
         "the hour-long retry was abandoned"
     );
     assert_eq!(
-        report.messages_handled, 10,
+        report.counts.messages_handled, 10,
         "the first member handled partition 0"
     );
 }
@@ -734,7 +743,13 @@ fn dead_letters_of_one_partition_stay_in_offset_order_through_send_faults() {
         .map(|d| header_number(d, "ktm.dlq.source.offset"))
         .collect();
     assert_eq!(sources, [3, 4, 5], "in offset order, each once");
-    assert_eq!((report.dead_lettered, report.dead_letter_errors), (3, 1));
+    assert_eq!(
+        (
+            report.counts.dead_lettered,
+            report.counts.dead_letter_errors
+        ),
+        (3, 1)
+    );
 }
 
 #[test]

@@ -298,7 +298,7 @@ pub fn commit_on_revoke(f: &dyn Fixture) {
     a.stop().unwrap();
     b.stop().unwrap();
     assert!(
-        a.stats().rebalances >= 2,
+        a.stats().counts.rebalances >= 2,
         "the first member gave partitions up"
     );
     let all = offsets(&seen);
@@ -306,7 +306,7 @@ pub fn commit_on_revoke(f: &dyn Fixture) {
     // Only messages in flight at the revoke (handled after the last store) may repeat:
     // at most one poll's batch per partition; a revoke that committed nothing would
     // repeat everything the first member handled.
-    let handled_by_a = a.stats().messages_handled as usize;
+    let handled_by_a = a.stats().counts.messages_handled as usize;
     let duplicates = all.len() - unique.len();
     assert!(
         duplicates < handled_by_a.min(200),
@@ -501,17 +501,28 @@ fn failure_policy_run(f: &dyn Fixture, policy: &str) {
             assert_eq!(report.committed.get(&tp), Some(100));
             let others = attempts.iter().enumerate().filter(|(i, _)| *i != 10);
             assert!(others.clone().all(|(_, &n)| n == 1), "{attempts:?}");
-            assert_eq!(report.retries, 2);
-            assert_eq!(report.callback_failures, 3);
+            assert_eq!(report.counts.retries, 2);
+            assert_eq!(report.counts.callback_failures, 3);
             let partition = m.stats().partitions;
             let p = partition.iter().find(|p| p.tp == tp).unwrap();
             assert_eq!((p.failures, p.retries), (3, 2), "{p:?}");
             if policy == "skip" {
-                assert_eq!((report.skipped, report.dead_lettered, p.skipped), (1, 0, 1));
+                assert_eq!(
+                    (
+                        report.counts.skipped,
+                        report.counts.dead_lettered,
+                        p.skipped
+                    ),
+                    (1, 0, 1)
+                );
                 assert!(dead.is_empty());
             } else {
                 assert_eq!(
-                    (report.skipped, report.dead_lettered, p.dead_lettered),
+                    (
+                        report.counts.skipped,
+                        report.counts.dead_lettered,
+                        p.dead_lettered
+                    ),
                     (0, 1, 1)
                 );
                 assert_eq!(dead.len(), 1, "exactly one dead letter: {dead:?}");

@@ -121,8 +121,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                 report(format_args!("COMMITTED {} {position}", tp.partition()))?;
             }
         }
-        if stats.commit_errors != commit_errors {
-            commit_errors = stats.commit_errors;
+        if stats.counts.commit_errors != commit_errors {
+            commit_errors = stats.counts.commit_errors;
             report(format_args!("COMMIT_ERRORS {commit_errors}"))?;
         }
         if !matches!(stats.state, State::Created | State::Running) {
@@ -131,7 +131,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stopped = manager.wait(None)?;
-    report(format_args!("STOPPED {}", stopped.messages_handled))?;
+    report(format_args!("STOPPED {}", stopped.counts.messages_handled))?;
     if stopped.reason.is_failure() {
         return Err(format!("the consumer failed: {:?}", stopped.reason).into());
     }

@@ -31,7 +31,7 @@ pub fn handled_at_least(m: &ThreadManager, n: u64) {
     eventually(
         Duration::from_secs(20),
         &format!("{n} messages handled"),
-        || m.stats().messages_handled >= n,
+        || m.stats().counts.messages_handled >= n,
     );
 }
 

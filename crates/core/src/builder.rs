@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::callback::{AsyncFn, AsyncHandler, Dispatched, Handle, SyncHandler};
-use crate::manager::{Launch, RunConfig, StateListener};
+use crate::launch::{Launch, RunConfig};
 use crate::pool::{spawn_workers, PerBatch, PerMessage, RunHandler, WorkerSettings};
 use crate::runner::Runner;
+use crate::shared::StateListener;
 use crate::{
     AsyncCallback, BatchCallback, BuildError, Callback, CallbackError, CommitPolicy, FailurePolicy,
     Message, MessageSource, RetryBackoff, RetryPolicy, StateChange, ThreadManager, WorkerPool,

@@ -1,8 +1,9 @@
 //! Policies chosen at build time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::DeadLetter;
+use crate::backoff::Backoff;
+use crate::{DeadLetter, FailureKind};
 
 /// When the manager commits the positions it has handled. Whatever the policy, it also
 /// commits on stop, and the source commits stored positions on revoke.
@@ -120,6 +121,28 @@ impl RetryPolicy {
     /// The backoff bounds.
     pub fn backoff_bounds(&self) -> RetryBackoff {
         self.backoff
+    }
+
+    /// The delay before the next attempt of a unit (a message, or a batch) whose
+    /// `attempts`-th attempt failed with `kind` at `now`, the first at `first_failed_at`;
+    /// `None` when the policy gives up on it. Draws the delay from `backoff` only when a
+    /// retry is allowed by kind and count.
+    pub(crate) fn retry_delay(
+        &self,
+        kind: FailureKind,
+        attempts: u32,
+        first_failed_at: Instant,
+        now: Instant,
+        backoff: &mut Backoff,
+    ) -> Option<Duration> {
+        if kind != FailureKind::Retryable || attempts > self.max_retries {
+            return None;
+        }
+        let delay = backoff.next_delay();
+        let in_time = self
+            .max_elapsed
+            .is_none_or(|limit| (now + delay).duration_since(first_failed_at) <= limit);
+        in_time.then_some(delay)
     }
 }
 

@@ -27,6 +27,7 @@ mod config;
 mod consumer_config;
 mod dead_letter;
 mod error;
+mod launch;
 pub mod lifecycle;
 mod manager;
 mod message;
@@ -35,6 +36,7 @@ mod pool;
 mod progress;
 mod runner;
 mod security;
+mod shared;
 #[cfg(all(unix, feature = "signals"))]
 mod shutdown;
 mod source;
@@ -73,7 +75,7 @@ pub use security::{
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "signals"))))]
 pub use shutdown::{ShutdownOutcome, ShutdownSignal};
 pub use source::{MessageSource, PollBatch, SourceEvent};
-pub use stats::{Health, PartitionStats, Stats, StopReason, StopReport};
+pub use stats::{Counts, Health, PartitionStats, Stats, StopReason, StopReport};
 
 /// Re-exported so backends and users implement [`MessageSource`] and [`AsyncCallback`]
 /// with the same macro version.

@@ -1,134 +1,19 @@
 //! The public handle: start, stop, state, wait, stats. The consuming loop itself is in
-//! `runner`.
+//! `runner`; what the handle shares with it is in `shared`.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::lifecycle::{next_state, StateChange, Trigger};
-use crate::stats::{Counters, LiveState};
-use crate::stop_signal::StopSignal;
+use crate::launch::{Launch, LaunchArgs, RunConfig};
+use crate::lifecycle::Trigger;
+use crate::shared::{build_report, lock, Lifecycle, Shared, StateListener};
 use crate::{
-    CommitPolicy, Error, FailurePolicy, Health, MessageSource, Offsets, RetryBackoff, RetryPolicy,
-    State, Stats, StopReason, StopReport, ThreadManagerBuilder, TopicPartition,
+    Error, Health, MessageSource, State, Stats, StopReason, StopReport, ThreadManagerBuilder,
+    TopicPartition,
 };
-
-pub(crate) type StateListener = Arc<dyn Fn(StateChange) + Send + Sync>;
-
-/// Settings the consumer thread runs with.
-#[derive(Debug)]
-pub(crate) struct RunConfig {
-    pub(crate) thread_lifetime: Option<Duration>,
-    pub(crate) poll_timeout: Duration,
-    pub(crate) commit_policy: CommitPolicy,
-    pub(crate) failure_policy: FailurePolicy,
-    pub(crate) retry_policy: RetryPolicy,
-    pub(crate) retry_backoff: RetryBackoff,
-    pub(crate) close_timeout: Duration,
-}
-
-pub(crate) struct Lifecycle {
-    pub(crate) state: State,
-    pub(crate) started_at: Option<Instant>,
-    /// Why the thread is stopping or stopped; a fault overrides an earlier request.
-    pub(crate) reason: Option<StopReason>,
-    pub(crate) report: Option<StopReport>,
-}
-
-/// What the handle and the consumer thread share.
-pub(crate) struct Shared {
-    lifecycle: Mutex<Lifecycle>,
-    changed: Condvar,
-    /// Serialises listener calls so they are seen in transition order.
-    listener_turn: Mutex<()>,
-    listener: Option<StateListener>,
-    pub(crate) stop: StopSignal,
-    pub(crate) counters: Counters,
-    pub(crate) live: Mutex<LiveState>,
-    pub(crate) thread_id: OnceLock<ThreadId>,
-    /// The worker threads of a pool: `stop()` from a callback there must not join either.
-    pub(crate) worker_threads: Mutex<Vec<ThreadId>>,
-}
-
-/// Poisoning only means another thread panicked while holding the lock; the data is
-/// still consistent (every critical section is a few assignments), so carry on.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    pub(crate) fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
-        lock(&self.lifecycle)
-    }
-
-    /// Applies `trigger` if the table allows it from the current state; returns whether
-    /// it did. The listener sees the change after the lock is released, in order.
-    pub(crate) fn apply(&self, mut guard: MutexGuard<'_, Lifecycle>, trigger: Trigger) -> bool {
-        let from = guard.state;
-        let Some(to) = next_state(from, trigger) else {
-            return false;
-        };
-        guard.state = to;
-        tracing::info!(%from, %to, ?trigger, "consumer state change");
-        let turn = self.listener.as_ref().map(|_| lock(&self.listener_turn));
-        drop(guard);
-        self.changed.notify_all();
-        if let Some(listener) = &self.listener {
-            listener(StateChange { from, to, trigger });
-        }
-        drop(turn);
-        true
-    }
-
-    /// Waits until the thread has ended or `timeout` passes.
-    fn wait_terminal(&self, timeout: Option<Duration>) -> Option<StopReport> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut guard = self.lifecycle();
-        loop {
-            if let Some(report) = &guard.report {
-                return Some(report.clone());
-            }
-            guard = match deadline {
-                None => self
-                    .changed
-                    .wait(guard)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
-                    self.changed
-                        .wait_timeout(guard, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
-        }
-    }
-
-    /// Asks a running thread to stop for `reason`; no-op once it is stopping or ended.
-    fn request_stop(&self, reason: StopReason) {
-        let mut guard = self.lifecycle();
-        if guard.state == State::Running {
-            guard.reason.get_or_insert(reason);
-            self.apply(guard, Trigger::Stop);
-        } else {
-            drop(guard);
-        }
-        self.stop.raise();
-    }
-}
-
-/// Starts the consumer thread's work: a runner compiled for the handler's type.
-pub(crate) type Launch = Box<dyn FnOnce(LaunchArgs) + Send>;
-
-/// What the runner is given when the thread starts.
-pub(crate) struct LaunchArgs {
-    pub(crate) source: Box<dyn MessageSource>,
-    pub(crate) config: RunConfig,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) started_at: Instant,
-}
 
 struct Pending {
     source: Box<dyn MessageSource>,
@@ -196,22 +81,7 @@ impl ThreadManager {
         listener: Option<StateListener>,
     ) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                lifecycle: Mutex::new(Lifecycle {
-                    state: State::Created,
-                    started_at: None,
-                    reason: None,
-                    report: None,
-                }),
-                changed: Condvar::new(),
-                listener_turn: Mutex::new(()),
-                listener,
-                stop: StopSignal::default(),
-                counters: Counters::default(),
-                live: Mutex::new(LiveState::default()),
-                thread_id: OnceLock::new(),
-                worker_threads: Mutex::new(Vec::new()),
-            }),
+            shared: Arc::new(Shared::new(listener)),
             pending: Mutex::new(Some(Pending {
                 source,
                 launch,
@@ -356,20 +226,11 @@ impl ThreadManager {
     /// A live snapshot of counters, committed positions and assignment.
     pub fn stats(&self) -> Stats {
         let state = self.state();
-        let c = &self.shared.counters;
+        let counts = self.shared.counters.snapshot();
         let live = lock(&self.shared.live);
         Stats {
             state,
-            messages_handled: Counters::read(&c.handled),
-            callback_failures: Counters::read(&c.callback_failures),
-            retries: Counters::read(&c.retries),
-            dead_lettered: Counters::read(&c.dead_lettered),
-            skipped: Counters::read(&c.skipped),
-            dead_letter_errors: Counters::read(&c.dead_letter_errors),
-            poll_errors: Counters::read(&c.poll_errors),
-            commit_errors: Counters::read(&c.commit_errors),
-            commits: Counters::read(&c.commits),
-            rebalances: Counters::read(&c.rebalances),
+            counts,
             committed: live.committed.clone(),
             assignment: live.assignment.iter().cloned().collect(),
             last_error: live.last_error.clone(),
@@ -425,11 +286,7 @@ impl ThreadManager {
             if let Some(interrupted) = interrupt() {
                 return Err(interrupted);
             }
-            guard = self
-                .shared
-                .changed
-                .wait(guard)
-                .unwrap_or_else(PoisonError::into_inner);
+            guard = self.shared.wait_for_change(guard);
         }
     }
 
@@ -438,12 +295,7 @@ impl ThreadManager {
     #[cfg(all(unix, feature = "signals"))]
     pub(crate) fn waker(&self) -> impl Fn() + Send + 'static {
         let shared = Arc::clone(&self.shared);
-        move || {
-            // A waiter holds the lock from its check until it waits: taking it here
-            // means the notification cannot fall in between.
-            drop(shared.lifecycle());
-            shared.changed.notify_all();
-        }
+        move || shared.wake_waiters()
     }
 
     /// On the consumer thread or one of its workers: where joining would deadlock.
@@ -461,36 +313,6 @@ impl ThreadManager {
 
     fn report_now(&self, guard: &Lifecycle, final_state: State) -> StopReport {
         build_report(&self.shared, guard, final_state, None, None)
-    }
-}
-
-/// The report as of now, from the counters and the lifecycle.
-pub(crate) fn build_report(
-    shared: &Shared,
-    lifecycle: &Lifecycle,
-    final_state: State,
-    final_commit_error: Option<String>,
-    close_error: Option<String>,
-) -> StopReport {
-    let c = &shared.counters;
-    StopReport {
-        final_state,
-        reason: lifecycle.reason.clone().unwrap_or(StopReason::Requested),
-        messages_handled: Counters::read(&c.handled),
-        callback_failures: Counters::read(&c.callback_failures),
-        retries: Counters::read(&c.retries),
-        dead_lettered: Counters::read(&c.dead_lettered),
-        skipped: Counters::read(&c.skipped),
-        dead_letter_errors: Counters::read(&c.dead_letter_errors),
-        poll_errors: Counters::read(&c.poll_errors),
-        commit_errors: Counters::read(&c.commit_errors),
-        committed: lock(&shared.live).committed.clone(),
-        run_time: lifecycle
-            .started_at
-            .map(|t| t.elapsed())
-            .unwrap_or_default(),
-        final_commit_error,
-        close_error,
     }
 }
 
@@ -530,9 +352,4 @@ impl std::fmt::Debug for ThreadManager {
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
-}
-
-/// Positions committed so far; shared with the runner.
-pub(crate) fn record_committed(shared: &Shared, offsets: &Offsets) {
-    lock(&shared.live).committed.merge(offsets);
 }

@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 use tracing::{info, warn};
 
-use crate::manager::lock;
+use crate::shared::lock;
 use crate::{Error, State, StopReport, ThreadManager};
 
 /// A signal asking the process to shut down.
@@ -151,7 +151,7 @@ impl ThreadManager {
     /// # fn demo(manager: ktm_core::ThreadManager) -> Result<(), ktm_core::Error> {
     /// let outcome = manager.run_until_shutdown_signal()?; // starts it, if needed
     /// if let Some(report) = outcome.report() {
-    ///     println!("handled {} messages", report.messages_handled);
+    ///     println!("handled {} messages", report.counts.messages_handled);
     /// }
     /// std::process::exit(outcome.exit_code());
     /// # }

@@ -55,22 +55,8 @@ pub struct StopReport {
     pub final_state: State,
     /// Why it ended.
     pub reason: StopReason,
-    /// Messages whose callback returned `Ok`.
-    pub messages_handled: u64,
-    /// Callback errors and panics (every failed attempt).
-    pub callback_failures: u64,
-    /// Callback attempts after a message's first.
-    pub retries: u64,
-    /// Messages produced to the dead-letter topic.
-    pub dead_lettered: u64,
-    /// Messages skipped by the failure policy.
-    pub skipped: u64,
-    /// Failed attempts to produce a dead letter.
-    pub dead_letter_errors: u64,
-    /// Transient poll errors that were retried.
-    pub poll_errors: u64,
-    /// Failed commit attempts.
-    pub commit_errors: u64,
+    /// The counters as the thread ended.
+    pub counts: Counts,
     /// The last position the manager committed for each partition.
     pub committed: Offsets,
     /// From `start()` to the end of the thread.
@@ -82,12 +68,11 @@ pub struct StopReport {
     pub close_error: Option<String>,
 }
 
-/// A live snapshot, from [`ThreadManager::stats`](crate::ThreadManager::stats).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The manager's counters since `start()`: live in [`Stats::counts`], final in
+/// [`StopReport::counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
-    /// The lifecycle state.
-    pub state: State,
+pub struct Counts {
     /// Messages whose callback returned `Ok`.
     pub messages_handled: u64,
     /// Callback errors and panics (every failed attempt).
@@ -98,7 +83,8 @@ pub struct Stats {
     pub dead_lettered: u64,
     /// Messages skipped by the failure policy.
     pub skipped: u64,
-    /// Failed attempts to produce a dead letter (retried; the offset stays uncommitted).
+    /// Failed attempts to produce a dead letter (a transient failure is retried, the
+    /// offset staying uncommitted meanwhile).
     pub dead_letter_errors: u64,
     /// Transient poll errors, retried with backoff.
     pub poll_errors: u64,
@@ -108,6 +94,16 @@ pub struct Stats {
     pub commits: u64,
     /// Assignment changes reported by the source.
     pub rebalances: u64,
+}
+
+/// A live snapshot, from [`ThreadManager::stats`](crate::ThreadManager::stats).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The lifecycle state.
+    pub state: State,
+    /// The counters so far.
+    pub counts: Counts,
     /// The last position the manager committed for each partition.
     pub committed: Offsets,
     /// The partitions currently assigned.
@@ -199,6 +195,22 @@ impl Counters {
 
     pub(crate) fn read(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// The counters as of now, for `Stats` and `StopReport` alike.
+    pub(crate) fn snapshot(&self) -> Counts {
+        Counts {
+            messages_handled: Self::read(&self.handled),
+            callback_failures: Self::read(&self.callback_failures),
+            retries: Self::read(&self.retries),
+            dead_lettered: Self::read(&self.dead_lettered),
+            skipped: Self::read(&self.skipped),
+            dead_letter_errors: Self::read(&self.dead_letter_errors),
+            poll_errors: Self::read(&self.poll_errors),
+            commit_errors: Self::read(&self.commit_errors),
+            commits: Self::read(&self.commits),
+            rebalances: Self::read(&self.rebalances),
+        }
     }
 }
 

@@ -16,12 +16,12 @@
 //!     .commit_policy(CommitPolicy::EveryMessage)
 //!     .build()?;
 //! manager.start()?;
-//! while manager.stats().messages_handled < 30 {
+//! while manager.stats().counts.messages_handled < 30 {
 //!     std::thread::sleep(Duration::from_millis(5));
 //! }
 //! let report = manager.stop()?;
 //! assert_eq!(cluster.committed("billing", "orders", 0), Some(10));
-//! assert_eq!(report.messages_handled, 30);
+//! assert_eq!(report.counts.messages_handled, 30);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -190,7 +190,7 @@ fn a_consume_error_retrying_cannot_fix_stops_the_manager_failed() {
     let at = format!("{topic}[0] at offset {PER_CODEC}");
     assert!(reason.contains(&at), "{reason}");
     assert!(reason.contains("Broker: Invalid message"), "{reason}");
-    assert_eq!(report.poll_errors, 0, "never retried: {report:?}");
+    assert_eq!(report.counts.poll_errors, 0, "never retried: {report:?}");
     assert_eq!(
         report
             .committed

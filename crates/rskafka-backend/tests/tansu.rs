@@ -123,7 +123,7 @@ fn restart_in_the_same_group_resumes_at_the_committed_offsets() {
         .flat_map(|p| (100..150).map(move |o| (p, o)))
         .collect();
     assert_eq!(got, want, "resumed exactly after the commits");
-    assert_eq!(report.poll_errors, 0, "{report:?}");
+    assert_eq!(report.counts.poll_errors, 0, "{report:?}");
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn an_unreachable_broker_shows_poll_errors_and_stop_is_prompt() {
         .unwrap();
     m.start().unwrap();
     wait_until(Duration::from_secs(20), "two poll errors", || {
-        m.stats().poll_errors >= 2
+        m.stats().counts.poll_errors >= 2
     });
     assert_eq!(m.state(), State::Running);
     assert!(m.stats().last_error.unwrap().contains("rskafka"));
@@ -348,7 +348,7 @@ fn an_unreachable_broker_shows_poll_errors_and_stop_is_prompt() {
         "stop took {:?}",
         t.elapsed()
     );
-    assert!(report.poll_errors >= 2);
+    assert!(report.counts.poll_errors >= 2);
     assert_eq!(report.final_state, State::Stopped);
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::manager::lock;
+use crate::shared::lock;
 use crate::TopicPartition;
 
 #[derive(Default)]

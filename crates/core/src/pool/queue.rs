@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::manager::lock;
+use crate::shared::lock;
 use crate::{Message, TopicPartition};
 
 /// A queued message and the generation of its partition when it was dispatched.

@@ -15,8 +15,8 @@ use super::ownership::{Ownership, RunOwner};
 use super::queue::WorkQueue;
 use super::WorkerPool;
 use crate::backoff::Backoff;
-use crate::manager::{lock, Shared};
-use crate::{CallbackFailure, FailureKind, Message, RetryPolicy};
+use crate::shared::{lock, Shared};
+use crate::{Message, RetryPolicy};
 
 /// What every worker of a pool runs with.
 #[derive(Clone, Copy)]
@@ -158,7 +158,14 @@ impl Worker {
                 backoff: Backoff::new(self.settings.retry.backoff_bounds()),
             });
             f.attempts = f.attempts.saturating_add(1);
-            if let Some(delay) = retry_delay(f, &failure, self.settings.retry) {
+            let delay = self.settings.retry.retry_delay(
+                failure.kind,
+                f.attempts,
+                f.first_failed_at,
+                Instant::now(),
+                &mut f.backoff,
+            );
+            if let Some(delay) = delay {
                 warn!(%failure, attempt = f.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition on this worker wait)");
                 self.report(owner, WorkEvent::AttemptFailed { failure });
                 if !self.queue.sleep_unless(delay, &|| owner.is_stale()) {
@@ -189,20 +196,4 @@ impl Worker {
         }
         true
     }
-}
-
-/// The delay before the next attempt, or `None` when the retry policy gives up.
-fn retry_delay(
-    f: &mut Failing,
-    failure: &CallbackFailure,
-    retry: RetryPolicy,
-) -> Option<std::time::Duration> {
-    if failure.kind != FailureKind::Retryable || f.attempts > retry.max_retries() {
-        return None;
-    }
-    let delay = f.backoff.next_delay();
-    let in_time = retry
-        .max_elapsed_limit()
-        .is_none_or(|limit| (Instant::now() + delay).duration_since(f.first_failed_at) <= limit);
-    in_time.then_some(delay)
 }

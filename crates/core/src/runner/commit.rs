@@ -9,7 +9,7 @@ use tracing::{error, warn, Instrument};
 use super::{Runner, FINAL_COMMIT_ATTEMPTS};
 use crate::backoff::Backoff;
 use crate::callback::Handle;
-use crate::manager::record_committed;
+use crate::shared::record_committed;
 use crate::stats::Counters;
 use crate::{FailurePolicy, SourceError, StopReason};
 

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use tracing::{error, info, warn, Instrument};
 
+use super::policy::GiveUp;
 use super::{record_handled, Runner};
 use crate::backoff::Backoff;
 use crate::callback::Handle;
-use crate::manager::lock;
 use crate::stats::Counters;
 use crate::{
     CallbackFailure, DeadLetterRecord, FailureKind, FailurePolicy, Message, StopReason,
@@ -213,8 +213,7 @@ impl<H: Handle> Runner<H> {
             }
             let retry = blocked.attempts > 0;
             if retry {
-                Counters::bump(&self.shared.counters.retries);
-                self.progress.failures_of(&head.topic_partition()).retries += 1;
+                self.count_retry(&head.topic_partition());
             }
             // Retries are rare: whether TRACE is on is asked per attempt.
             let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
@@ -231,7 +230,7 @@ impl<H: Handle> Runner<H> {
                         &self.shared.counters,
                         std::slice::from_ref(&head),
                     );
-                    self.handled_since_commit += 1;
+                    self.count_toward_commit(1);
                 }
                 Err(failure) => {
                     blocked.attempts = blocked.attempts.saturating_add(1);
@@ -258,27 +257,26 @@ impl<H: Handle> Runner<H> {
         head: &Message,
         failure: Box<CallbackFailure>,
     ) -> Option<Advance> {
-        Counters::bump(&self.shared.counters.callback_failures);
-        self.progress.failures_of(&head.topic_partition()).failures += 1;
-        lock(&self.shared.live).last_error = Some(failure.to_string());
+        self.count_failed_attempt(&head.topic_partition(), &failure);
         let now = Instant::now();
         let retry = self.config.retry_policy;
         let blocked = &mut self.blocked.entries[idx];
         if blocked.attempts == 1 {
             blocked.first_failed_at = now;
         }
-        if failure.kind == FailureKind::Retryable && blocked.attempts <= retry.max_retries() {
-            let delay = blocked.backoff.next_delay();
-            let in_time = retry
-                .max_elapsed_limit()
-                .is_none_or(|limit| (now + delay).duration_since(blocked.first_failed_at) <= limit);
-            if in_time {
-                warn!(%failure, attempt = blocked.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition wait)");
-                blocked.next_at = now + delay;
-                blocked.last_failure = Some(failure);
-                self.pause(idx);
-                return Some(Advance::Waiting);
-            }
+        let delay = retry.retry_delay(
+            failure.kind,
+            blocked.attempts,
+            blocked.first_failed_at,
+            now,
+            &mut blocked.backoff,
+        );
+        if let Some(delay) = delay {
+            warn!(%failure, attempt = blocked.attempts, retry_in = ?delay, "callback failed; retrying after a backoff (later messages of the partition wait)");
+            blocked.next_at = now + delay;
+            blocked.last_failure = Some(failure);
+            self.pause(idx);
+            return Some(Advance::Waiting);
         }
         self.give_up(idx, head, failure).await
     }
@@ -291,22 +289,13 @@ impl<H: Handle> Runner<H> {
         failure: Box<CallbackFailure>,
     ) -> Option<Advance> {
         let attempts = self.blocked.entries[idx].attempts;
-        match &self.config.failure_policy {
-            FailurePolicy::Stop => {
-                error!(%failure, attempts, "callback failed; stopping (its offset is not committed)");
-                Some(Advance::Stop(StopReason::CallbackFailed(*failure)))
-            }
-            FailurePolicy::Skip => {
-                warn!(%failure, attempts, "callback failed; skipping the message by policy");
-                Counters::bump(&self.shared.counters.skipped);
-                self.progress.failures_of(&head.topic_partition()).skipped += 1;
-                self.progress.disposed(head);
-                // Settled like a handled message: the commit policy counts it.
-                self.handled_since_commit += 1;
+        match self.apply_failure_policy(std::slice::from_ref(head), failure, attempts) {
+            GiveUp::Stop(reason) => Some(Advance::Stop(reason)),
+            GiveUp::Skipped => {
                 self.blocked.entries[idx].next_message();
                 None
             }
-            FailurePolicy::DeadLetter(_) => {
+            GiveUp::DeadLetter(failure) => {
                 let blocked = &mut self.blocked.entries[idx];
                 blocked.last_failure = Some(failure);
                 blocked.dead_lettering = true;
@@ -357,7 +346,7 @@ impl<H: Handle> Runner<H> {
                     .failures_of(&head.topic_partition())
                     .dead_lettered += 1;
                 self.settle_message(head);
-                self.handled_since_commit += 1;
+                self.count_toward_commit(1);
                 Ok(true)
             }
             Err(e) if e.is_transient() => {

@@ -2,6 +2,7 @@
 
 mod commit;
 mod failures;
+mod policy;
 mod pool;
 
 use std::panic::AssertUnwindSafe;
@@ -15,10 +16,11 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::callback::{panic_message, Handle};
+use crate::launch::{LaunchArgs, RunConfig};
 use crate::lifecycle::Trigger;
-use crate::manager::{build_report, lock, LaunchArgs, RunConfig, Shared};
 use crate::pool::Dispatcher;
 use crate::progress::Progress;
+use crate::shared::{build_report, lock, Shared};
 use crate::stats::Counters;
 use crate::telemetry::ConsumerMetrics;
 use crate::{CallbackFailure, Message};
@@ -225,7 +227,7 @@ impl<H: Handle> Runner<H> {
                 // Passed-over offsets (markers) count toward the commit policy as a
                 // record does: an idle transactional partition gets its position
                 // committed past its last marker.
-                self.handled_since_commit += 1;
+                self.count_toward_commit(1);
             }
             // Before the batch too, so lag is visible while a slow batch runs.
             self.publish_partitions();
@@ -433,7 +435,7 @@ impl<H: Handle> Runner<H> {
                     &self.shared.counters,
                     std::slice::from_ref(message),
                 );
-                self.handled_since_commit += 1;
+                self.count_toward_commit(1);
                 self.count_commit_due().then_some(Step::CommitDue)
             }
             Err(failure) => Some(Step::Failed(failure)),
@@ -474,6 +476,14 @@ impl<H: Handle> Runner<H> {
             pool.forget(&gone);
         }
         self.metrics.forget(&gone);
+    }
+
+    /// Counts `n` settled messages (handled, skipped, dead-lettered, or offsets passed
+    /// over) toward the commit policy. The sync tight loop keeps its own copy of the
+    /// count in a local and writes it back once per run.
+    #[inline]
+    fn count_toward_commit(&mut self, n: u64) {
+        self.handled_since_commit += n;
     }
 
     fn count_commit_due(&self) -> bool {

@@ -2,14 +2,14 @@
 //! here, and the workers' reports settle them. Commits, rebalances, dead letters and the
 //! shutdown sequence are the runner's own, as without a pool.
 
-use tracing::{error, warn};
+use tracing::warn;
 
+use super::policy::GiveUp;
 use super::Runner;
 use crate::callback::Handle;
-use crate::manager::lock;
 use crate::pool::{Dispatcher, Report, Settled, WorkEvent};
 use crate::stats::Counters;
-use crate::{CallbackFailure, FailurePolicy, Message, StopReason, TopicPartition};
+use crate::{CallbackFailure, Message, StopReason};
 
 impl<H: Handle> Runner<H> {
     /// Applies `first` and every other report waiting, refills the workers' queues,
@@ -113,7 +113,7 @@ impl<H: Handle> Runner<H> {
                 }
                 self.progress.handled_run(&tp, n, position);
                 Counters::add(&self.shared.counters.handled, n);
-                self.handled_since_commit += n;
+                self.count_toward_commit(n);
                 None
             }
             WorkEvent::AttemptFailed { failure } => {
@@ -121,8 +121,7 @@ impl<H: Handle> Runner<H> {
                 None
             }
             WorkEvent::Retrying => {
-                Counters::bump(&self.shared.counters.retries);
-                self.progress.failures_of(&tp).retries += 1;
+                self.count_retry(&tp);
                 None
             }
             WorkEvent::GaveUp {
@@ -136,12 +135,6 @@ impl<H: Handle> Runner<H> {
         }
     }
 
-    fn count_failed_attempt(&mut self, tp: &TopicPartition, failure: &CallbackFailure) {
-        Counters::bump(&self.shared.counters.callback_failures);
-        self.progress.failures_of(tp).failures += 1;
-        lock(&self.shared.live).last_error = Some(failure.to_string());
-    }
-
     /// The failure policy, for messages a worker gave up on.
     fn give_up_in_pool(
         &mut self,
@@ -149,24 +142,10 @@ impl<H: Handle> Runner<H> {
         failure: Box<CallbackFailure>,
         attempts: u32,
     ) -> Option<StopReason> {
-        match &self.config.failure_policy {
-            FailurePolicy::Stop => {
-                error!(%failure, attempts, "callback failed; stopping (its offset is not committed)");
-                Some(StopReason::CallbackFailed(*failure))
-            }
-            FailurePolicy::Skip => {
-                warn!(%failure, attempts, messages = messages.len(), "callback failed; skipping by policy");
-                for message in &messages {
-                    Counters::bump(&self.shared.counters.skipped);
-                    self.progress
-                        .failures_of(&message.topic_partition())
-                        .skipped += 1;
-                    self.settle_message(message);
-                    self.handled_since_commit += 1;
-                }
-                None
-            }
-            FailurePolicy::DeadLetter(_) => {
+        match self.apply_failure_policy(&messages, failure, attempts) {
+            GiveUp::Stop(reason) => Some(reason),
+            GiveUp::Skipped => None,
+            GiveUp::DeadLetter(failure) => {
                 // Produced from the runner, one at a time per partition with its backoff
                 // on send failures; the worker goes on, and the commit waits at these
                 // offsets until the broker acknowledged them.

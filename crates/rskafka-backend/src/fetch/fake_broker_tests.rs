@@ -335,7 +335,7 @@ fn read_committed_delivers_committed_records_only_and_idles_past_the_trailing_ma
         Some(END),
         "committed past the trailing marker: {report:?}"
     );
-    assert_eq!(report.poll_errors, 0, "{report:?}");
+    assert_eq!(report.counts.poll_errors, 0, "{report:?}");
 }
 
 #[test]
@@ -379,7 +379,7 @@ fn a_corrupt_batch_stops_the_manager_failed_naming_where_and_nothing_past_it_is_
     assert!(handled.is_empty(), "{handled:?}");
     assert!(idle_fetches <= 2, "not retried: {idle_fetches} fetches");
     assert_eq!(
-        report.poll_errors, 0,
+        report.counts.poll_errors, 0,
         "fatal at once, not retried: {report:?}"
     );
     let committed = report.committed.get(&TopicPartition::new(TOPIC, 0));
