@@ -1,12 +1,16 @@
 #![allow(clippy::unwrap_used)]
-//! Scale-out across processes: three `ktm-scale-out-consumer` processes of one group,
-//! each in its own container (a local `FROM scratch` image of the test binary, built by
+//! Scale-out across processes: three consumer processes of one group, each in its own
+//! container (a local `FROM scratch` image of this test binary, built by
 //! `scripts/consumer-image.sh`, host networking), consume a six-partition topic while it
 //! is being produced. One container is killed (`docker kill`, SIGKILL) mid-stream; the
 //! other two take over its partitions once its session expires, from its committed
 //! positions. Every produced message must be handled, and the only duplicates allowed
 //! are the messages the killed process handled after its last commit (its uncommitted
 //! window, at most `COMMIT_EVERY` messages since it commits every `COMMIT_EVERY`).
+//!
+//! Each consumer is this test binary run again as its ignored `scale_out_consumer` test
+//! (`--exact scale_out_consumer --ignored`), told what to do by `KTM_SCALE_OUT_CHILD`,
+//! so no extra binary ships with the package.
 //!
 //! Records are produced one per batch: the takeover resumes mid-log, and Tansu 0.6.0
 //! answers a fetch that starts inside a batch with garbage.
@@ -18,14 +22,21 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kafka_thread_manager::rskafka::RskafkaSource;
+use kafka_thread_manager::{CommitPolicy, Message, State, ThreadManager};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use support::{record, KafkaBroker};
 
+/// What a consumer process is to do: `bootstrap topic group commit_every lifetime_secs
+/// session_timeout_ms`.
+const CHILD_ENV: &str = "KTM_SCALE_OUT_CHILD";
+const CHILD_TEST: &str = "scale_out_consumer";
 const PARTITIONS: i32 = 6;
 const CONSUMERS: usize = 3;
 const COMMIT_EVERY: u64 = 5;
@@ -41,6 +52,109 @@ const FORM_PATIENCE: Duration = Duration::from_secs(60);
 const TAKEOVER_PATIENCE: Duration = Duration::from_secs(90);
 /// The consumers end by themselves after this, should cleanup ever fail.
 const CONSUMER_LIFETIME_SECS: u64 = 240;
+/// The consumers' session timeout.
+const SESSION_TIMEOUT_MS: u64 = 6_000;
+
+/// One member of the group: runs only when re-executed by the test below (with
+/// `--ignored`, in a container).
+///
+/// It runs a [`ThreadManager`] over the rskafka backend and reports on stdout, one
+/// flushed line each:
+/// - `STARTED` once the manager runs;
+/// - `HANDLED <partition> <offset>` for every message, from the callback, so a message
+///   is reported before its position can be committed;
+/// - `ASSIGNED <p>,<p>,...` when the assignment changes, `COMMITTED <partition>
+///   <position>` when a committed position changes and `COMMIT_ERRORS <n>` when failed
+///   commits are counted (all sampled from the manager's stats every 20 ms, so they may
+///   lag what happened);
+/// - `STOPPED <handled>` when the lifetime ran out.
+///
+/// A lifetime of 0 runs until killed.
+#[test]
+#[ignore = "a consumer process of killed_consumer_partitions_are_taken_over, which runs it with --ignored"]
+fn scale_out_consumer() {
+    let spec = std::env::var(CHILD_ENV)
+        .unwrap_or_else(|_| panic!("{CHILD_ENV} is not set: run by the test of this file"));
+    let args: Vec<&str> = spec.split(' ').collect();
+    let [bootstrap, topic, group, commit_every, lifetime_secs, session_timeout_ms] = args[..]
+    else {
+        panic!(
+            "{CHILD_ENV}={spec:?}: expected \
+             `bootstrap topic group commit_every lifetime_secs session_timeout_ms`"
+        );
+    };
+    let number = |name: &str, v: &str| -> u64 {
+        v.parse()
+            .unwrap_or_else(|e| panic!("{CHILD_ENV}: {name} {v:?} is not a number: {e}"))
+    };
+    let commit_every = number("commit_every", commit_every);
+    let lifetime = Duration::from_secs(number("lifetime_secs", lifetime_secs));
+    let session_timeout = Duration::from_millis(number("session_timeout_ms", session_timeout_ms));
+
+    // The test harness has written `test scale_out_consumer ... ` without a newline:
+    // end that line, so that the first report is a line of its own.
+    report(format_args!("")).unwrap();
+    let source = RskafkaSource::builder()
+        .bootstrap_servers([bootstrap.to_owned()])
+        .topics([topic.to_owned()])
+        .group_id(group.to_owned())
+        .session_timeout(session_timeout)
+        .heartbeat_interval(Duration::from_secs(1))
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let manager = ThreadManager::builder(source)
+        .callback(|msg: &Message| -> std::io::Result<()> {
+            report(format_args!("HANDLED {} {}", msg.partition(), msg.offset()))
+        })
+        .thread_lifetime(lifetime)
+        .commit_policy(CommitPolicy::EveryN(commit_every))
+        .build()
+        .unwrap();
+    manager.start().unwrap();
+    report(format_args!("STARTED")).unwrap();
+
+    let mut assignment = Vec::new();
+    let mut committed = BTreeMap::new();
+    let mut commit_errors = 0;
+    loop {
+        let stats = manager.stats();
+        let now: Vec<i32> = stats.assignment.iter().map(|tp| tp.partition()).collect();
+        if now != assignment {
+            let list: Vec<String> = now.iter().map(i32::to_string).collect();
+            report(format_args!("ASSIGNED {}", list.join(","))).unwrap();
+            assignment = now;
+        }
+        for (tp, position) in stats.committed.iter() {
+            if committed.insert(tp.partition(), position) != Some(position) {
+                report(format_args!("COMMITTED {} {position}", tp.partition())).unwrap();
+            }
+        }
+        if stats.counts.commit_errors != commit_errors {
+            commit_errors = stats.counts.commit_errors;
+            report(format_args!("COMMIT_ERRORS {commit_errors}")).unwrap();
+        }
+        if !matches!(stats.state, State::Created | State::Running) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = manager.wait(None).unwrap();
+    report(format_args!("STOPPED {}", stopped.counts.messages_handled)).unwrap();
+    assert!(
+        !stopped.reason.is_failure(),
+        "the consumer failed: {:?}",
+        stopped.reason
+    );
+}
+
+/// Writes one line to stdout and flushes it, so `docker logs` has it at once.
+fn report(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
 
 /// What one consumer process reported on stdout.
 #[derive(Debug, Default)]
@@ -95,15 +209,26 @@ struct Consumers {
 }
 
 impl Consumers {
-    fn start(image: &str, args: &[String], count: usize) -> Self {
+    /// Starts `count` containers of the image, each running [`scale_out_consumer`] as
+    /// `spec` (the value of [`CHILD_ENV`]) says.
+    fn start(image: &str, spec: &str, count: usize) -> Self {
         let mut consumers = Consumers { ids: Vec::new() };
+        let env = format!("{CHILD_ENV}={spec}");
         for _ in 0..count {
-            let out = docker(
-                ["run", "-d", "--network", "host", image]
-                    .into_iter()
-                    .map(str::to_owned)
-                    .chain(args.iter().cloned()),
-            );
+            let out = docker([
+                "run",
+                "-d",
+                "--network",
+                "host",
+                "-e",
+                &env,
+                image,
+                "--exact",
+                CHILD_TEST,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ]);
             consumers.ids.push(out.trim().to_owned());
         }
         consumers
@@ -159,11 +284,12 @@ where
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The local image of the consumer binary cargo built for this test.
+/// The local image of this test binary, which runs as a consumer with the arguments
+/// [`Consumers::start`] gives it.
 fn consumer_image() -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/consumer-image.sh");
-    let bin = env!("CARGO_BIN_EXE_ktm-scale-out-consumer");
-    let out = Command::new(script).arg(bin).output().unwrap();
+    let bin = std::env::current_exe().unwrap();
+    let out = Command::new(script).arg(&bin).output().unwrap();
     assert!(
         out.status.success(),
         "{script} failed: {}",
@@ -266,25 +392,13 @@ fn killed_consumer_partitions_are_taken_over() {
         let producer =
             scope.spawn(|| produce_rounds(&broker, &topic, &rounds_done, &last_round, &abort));
 
-        let args: Vec<String> = [
-            "--bootstrap",
-            &broker.bootstrap,
-            "--topic",
-            &topic,
-            "--group",
-            &format!("{topic}-group"),
-            "--commit-every",
-            &COMMIT_EVERY.to_string(),
-            "--lifetime-secs",
-            &CONSUMER_LIFETIME_SECS.to_string(),
-            "--session-timeout-ms",
-            "6000",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let spec = format!(
+            "{} {topic} {topic}-group {COMMIT_EVERY} {CONSUMER_LIFETIME_SECS} \
+             {SESSION_TIMEOUT_MS}",
+            broker.bootstrap
+        );
         let started = Instant::now();
-        let consumers = Consumers::start(&image, &args, CONSUMERS);
+        let consumers = Consumers::start(&image, &spec, CONSUMERS);
 
         // Wait for the group of three to form while the stream runs.
         let deadline = Instant::now() + FORM_PATIENCE;

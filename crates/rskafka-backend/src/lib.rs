@@ -85,7 +85,9 @@
 //!
 //! # Cargo features
 //! The default build needs no C compiler, every codec included. `tls` (rustls with
-//! ring) needs one.
+//! ring) needs one. `test-util`, for tests only, adds `CrashSwitch`
+//! (`RskafkaSource::crash_switch`): a simulated crash, without a word to the group.
+//! Without it the source carries no switch and checks none.
 //!
 //! # Limitations
 //! - SCRAM over plaintext and TLS, and TLS with and without a client certificate, are
@@ -130,7 +132,8 @@ pub use dead_letter::{
 pub use group::Assignor;
 // The decoder's errors reach users as the source of the fatal error `poll` reports.
 pub use records::{DecodeError, DecodeErrorKind};
-#[doc(hidden)]
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use source::CrashSwitch;
 pub use source::RskafkaSource;
 

@@ -158,7 +158,9 @@ impl GroupHandle {
         self.task.abort();
     }
 
-    /// Ends the task without leaving the group, as a crash would.
+    /// Ends the task without leaving the group, as a crash would (the crash switch of
+    /// the `test-util` feature).
+    #[cfg(feature = "test-util")]
     pub(crate) fn abandon(&mut self) {
         self.shared.set_identity(None);
         self.leave = None;

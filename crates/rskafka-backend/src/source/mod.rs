@@ -2,11 +2,12 @@
 
 mod assignment;
 mod connect;
+#[cfg(feature = "test-util")]
+mod crash;
 mod fetched;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +53,9 @@ pub struct RskafkaSource {
     deferred_error: Option<SourceError>,
     static_queued: bool,
     next_epoch: u64,
-    crashed: Arc<AtomicBool>,
+    /// Thrown by a [`CrashSwitch`] (the `test-util` feature).
+    #[cfg(feature = "test-util")]
+    crashed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An assignment change taken from the group task and not yet fully applied; it stays
@@ -67,18 +70,8 @@ enum Pending {
     Lost,
 }
 
-/// Simulates a crash of the source, for tests: it stops heartbeating and committing,
-/// without leaving the group.
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct CrashSwitch(Arc<AtomicBool>);
-
-impl CrashSwitch {
-    /// Crashes the source (it notices at its next poll or commit).
-    pub fn crash(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
+#[cfg(feature = "test-util")]
+pub use crash::CrashSwitch;
 
 impl fmt::Debug for RskafkaSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -148,31 +141,14 @@ impl RskafkaSource {
             deferred_error: None,
             static_queued: false,
             next_epoch: 0,
-            crashed: Arc::new(AtomicBool::new(false)),
+            #[cfg(feature = "test-util")]
+            crashed: Arc::default(),
         }
     }
 
     /// The settings this source runs with.
     pub fn config(&self) -> &RskafkaConfig {
         &self.config
-    }
-
-    #[doc(hidden)]
-    pub fn crash_switch(&self) -> CrashSwitch {
-        CrashSwitch(Arc::clone(&self.crashed))
-    }
-
-    /// Whether the crash switch was thrown; if so, drops everything without a word to
-    /// the group.
-    fn check_crashed(&mut self) -> bool {
-        if !self.crashed.load(Ordering::SeqCst) {
-            return false;
-        }
-        if let Some(g) = &mut self.group {
-            g.abandon();
-        }
-        self.owned.clear();
-        true
     }
 
     /// The I/O thread, once started.
@@ -187,6 +163,7 @@ impl RskafkaSource {
         timeout: Duration,
         batch: &mut PollBatch,
     ) -> Result<(), SourceError> {
+        #[cfg(feature = "test-util")]
         if self.check_crashed() {
             tokio::time::sleep(timeout).await;
             return Ok(());
@@ -288,6 +265,7 @@ impl MessageSource for RskafkaSource {
     }
 
     async fn commit(&mut self, positions: &Offsets) -> Result<(), SourceError> {
+        #[cfg(feature = "test-util")]
         if self.check_crashed() {
             return Err(SourceError::transient(BACKEND, "crashed (test switch)"));
         }
@@ -301,6 +279,7 @@ impl MessageSource for RskafkaSource {
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.owned.clear();
+        #[cfg(feature = "test-util")]
         if self.check_crashed() {
             return Ok(());
         }
