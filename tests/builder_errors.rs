@@ -36,6 +36,23 @@ fn missing_callback() {
 }
 
 #[test]
+fn a_second_handler_is_refused_rather_than_replacing_the_first() {
+    let pool = kafka_thread_manager::WorkerPool::new(2);
+    let e =
+        err(builder()
+            .parallel_callback(pool, |_: &Message| -> Result<(), std::io::Error> { Ok(()) }));
+    assert_eq!(e, BuildError::MoreThanOneHandler { given: 2 });
+    assert_eq!(
+        e.to_string(),
+        "2 handlers were given: call exactly one handler setter"
+    );
+    let e = err(builder()
+        .batch_callback(|_: &[Message]| -> Result<(), std::io::Error> { Ok(()) })
+        .async_callback(|_: Message| async { Ok::<(), std::io::Error>(()) }));
+    assert_eq!(e, BuildError::MoreThanOneHandler { given: 3 });
+}
+
+#[test]
 fn zero_poll_timeout() {
     let e = err(builder().poll_timeout(Duration::ZERO));
     assert_eq!(e, BuildError::ZeroPollTimeout);

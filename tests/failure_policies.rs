@@ -283,7 +283,7 @@ fn a_fatal_dead_letter_produce_stops_the_manager_without_committing_past_it() {
     assert_eq!(report.final_state, State::Failed);
     assert!(
         matches!(&report.reason, StopReason::DeadLetterFailed { failure, error }
-            if failure.offset == 5 && failure.reason == "bad" && error.contains("injected fatal")),
+            if failure.offset == 5 && failure.reason == "bad" && error.to_string().contains("injected fatal")),
         "{:?}",
         report.reason
     );

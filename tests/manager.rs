@@ -247,7 +247,7 @@ fn a_fatal_source_error_ends_failed() {
     let report = m.wait(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(report.final_state, State::Failed);
     assert!(
-        matches!(report.reason, StopReason::SourceFailed(ref s) if s.contains("injected fatal"))
+        matches!(report.reason, StopReason::SourceFailed(ref s) if s.to_string().contains("injected fatal"))
     );
     assert_eq!(report.counts.messages_handled, 2);
     assert_eq!(

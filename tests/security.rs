@@ -169,12 +169,19 @@ fn fails_at_once(backend: Backend, config: ConsumerConfig, what: &str) -> String
         State::Failed,
         "{backend:?} {what}: {report:?}"
     );
-    let StopReason::SourceFailed(reason) = &report.reason else {
+    let StopReason::SourceFailed(error) = &report.reason else {
         panic!("{backend:?} {what}: {report:?}");
     };
-    assert_no_secret_in(&format!("{backend:?} {what}: the stop reason"), reason);
+    assert!(
+        error
+            .find::<SourceError>()
+            .is_some_and(|e| !e.is_transient()),
+        "{error:?}"
+    );
+    let reason = error.to_string();
+    assert_no_secret_in(&format!("{backend:?} {what}: the stop reason"), &reason);
     eprintln!("{backend:?} {what}: failed at once: {reason}");
-    reason.clone()
+    reason
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

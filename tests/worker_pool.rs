@@ -640,12 +640,13 @@ fn bad_pool_settings_fail_at_build_time() {
             .unwrap_err();
         assert_eq!(err, BuildError::InvalidWorkerPool { reason });
     }
-    // A later sequential callback replaces the pool, and its settings.
+    // A later sequential callback does not silently replace the pool (issue 18): one
+    // handler per manager.
     let m = builder(&cluster, "t")
-        .parallel_callback(WorkerPool::new(0), |_: &Message| -> Ok { Ok(()) })
+        .parallel_callback(WorkerPool::new(2), |_: &Message| -> Ok { Ok(()) })
         .callback(|_: &Message| -> Ok { Ok(()) })
         .build();
-    assert!(m.is_ok());
+    assert_eq!(m.err(), Some(BuildError::MoreThanOneHandler { given: 2 }));
 }
 
 #[test]

@@ -396,7 +396,7 @@ pub fn offset_reset_policies(f: &dyn Fixture) {
     let report = none.wait(Some(f.patience() * 4)).unwrap();
     assert_eq!(report.final_state, State::Failed, "{report:?}");
     assert!(
-        matches!(report.reason, StopReason::SourceFailed(ref s) if s.contains("offset reset is none")),
+        matches!(report.reason, StopReason::SourceFailed(ref s) if s.to_string().contains("offset reset is none")),
         "{report:?}"
     );
 }

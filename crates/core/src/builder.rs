@@ -24,6 +24,9 @@ pub struct ThreadManagerBuilder {
     launch: Option<Launch>,
     /// The worker pool the handler runs on, if it was given with one.
     pool: Option<WorkerPool>,
+    /// How many handler setters were called: exactly one is allowed, so a second one
+    /// cannot silently replace the first.
+    handlers_given: u8,
     thread_name: Option<String>,
     config: RunConfig,
     shutdown_timeout: Duration,
@@ -37,6 +40,7 @@ impl ThreadManagerBuilder {
             source,
             launch: None,
             pool: None,
+            handlers_given: 0,
             thread_name: None,
             config: RunConfig {
                 thread_lifetime: Some(DEFAULT_THREAD_LIFETIME),
@@ -155,6 +159,7 @@ impl ThreadManagerBuilder {
     fn on_this_thread(mut self, launch: Launch) -> Self {
         self.launch = Some(launch);
         self.pool = None;
+        self.handlers_given = self.handlers_given.saturating_add(1);
         self
     }
 
@@ -171,6 +176,7 @@ impl ThreadManagerBuilder {
     ) -> Self {
         self.launch = Some(pool_launcher(pool, handlers));
         self.pool = Some(pool);
+        self.handlers_given = self.handlers_given.saturating_add(1);
         self
     }
 
@@ -269,6 +275,11 @@ impl ThreadManagerBuilder {
     /// Validates the configuration and builds the manager (not yet started).
     pub fn build(self) -> Result<ThreadManager, BuildError> {
         let launch = self.launch.ok_or(BuildError::MissingCallback)?;
+        if self.handlers_given > 1 {
+            return Err(BuildError::MoreThanOneHandler {
+                given: self.handlers_given,
+            });
+        }
         if let Some(reason) = self.pool.and_then(|p| p.invalid_setting()) {
             return Err(BuildError::InvalidWorkerPool { reason });
         }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 
 use crate::error::BoxError;
-use crate::Message;
+use crate::{Message, SharedError};
 
 /// Whether a failed message may succeed if handled again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,9 @@ pub struct CallbackFailure {
     pub offset: i64,
     /// The error's text, or the panic's message.
     pub reason: String,
+    /// The callback's own error, with its type ([`SharedError::find`] downcasts it);
+    /// `None` when the callback panicked.
+    pub error: Option<SharedError>,
     /// Whether the callback panicked (rather than returning an error).
     pub panicked: bool,
     /// Whether the callback said retrying may help; a panic is permanent.
@@ -274,20 +277,27 @@ pub(crate) fn failure(
     message: &Message,
     outcome: Result<Result<(), CallbackError>, Box<dyn Any + Send>>,
 ) -> Box<CallbackFailure> {
-    let (reason, panicked, kind) = match outcome {
+    let (reason, error, panicked, kind) = match outcome {
         Ok(Ok(())) => (
             "callback succeeded".to_owned(),
+            None,
             false,
             FailureKind::Retryable,
         ),
-        Ok(Err(e)) => (e.to_string(), false, e.kind()),
-        Err(panic) => (panic_message(&*panic), true, FailureKind::Permanent),
+        Ok(Err(e)) => (
+            e.to_string(),
+            Some(SharedError::new(e.error)),
+            false,
+            e.kind,
+        ),
+        Err(panic) => (panic_message(&*panic), None, true, FailureKind::Permanent),
     };
     Box::new(CallbackFailure {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
         reason,
+        error,
         panicked,
         kind,
     })

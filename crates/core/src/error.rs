@@ -65,6 +65,14 @@ pub enum BuildError {
     /// No callback was given.
     #[error("no callback was given: call .callback(..), .handler(..), .async_callback(..) or .async_handler(..)")]
     MissingCallback,
+    /// More than one handler setter was called (`callback`, `handler`,
+    /// `parallel_callback`, `batch_callback`, `async_callback`, ...): one manager runs one
+    /// handler, and a later setter would silently replace an earlier one.
+    #[error("{given} handlers were given: call exactly one handler setter")]
+    MoreThanOneHandler {
+        /// How many setters were called.
+        given: u8,
+    },
     /// The poll timeout was zero.
     #[error("poll timeout must be greater than zero")]
     ZeroPollTimeout,
@@ -183,4 +191,89 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         self.kind == SourceErrorKind::Transient
     }
+}
+
+/// An error kept with its type in reports and stop reasons ([`StopReason`](crate::StopReason),
+/// [`StopReport`](crate::StopReport), [`CallbackFailure`](crate::CallbackFailure)): the
+/// source's, the callback's or the dead-letter producer's own error, behind an
+/// [`Arc`](std::sync::Arc) so reports stay cheap to clone. It shows as the error it
+/// holds; two are equal when they say the same.
+///
+/// ```
+/// use ktm_core::{SharedError, SourceError};
+/// let e = SharedError::new(SourceError::fatal("rskafka", "authentication refused"));
+/// let source = e.find::<SourceError>().expect("the source error");
+/// assert!(!source.is_transient());
+/// assert_eq!(e.to_string(), "rskafka: authentication refused");
+/// ```
+#[derive(Clone)]
+pub struct SharedError(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl SharedError {
+    /// Keeps `error`.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(std::sync::Arc::from(error.into()))
+    }
+
+    /// `error`, shown after `context` (`"{context}: {error}"`), still reachable as its
+    /// type.
+    pub(crate) fn with_context(context: impl Into<String>, error: impl Into<BoxError>) -> Self {
+        Self::new(WithContext {
+            context: context.into(),
+            error: error.into(),
+        })
+    }
+
+    /// The error itself.
+    pub fn as_arc(&self) -> &std::sync::Arc<dyn std::error::Error + Send + Sync + 'static> {
+        &self.0
+    }
+
+    /// The first error of type `T` in the chain: the error held, then its
+    /// [`source`](std::error::Error::source)s.
+    pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*self.0);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for SharedError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for SharedError {}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// An error with what was being done when it happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {error}")]
+struct WithContext {
+    context: String,
+    #[source]
+    error: BoxError,
 }

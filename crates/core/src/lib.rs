@@ -62,7 +62,7 @@ pub use dead_letter::{
     DeadLetter, DeadLetterProducer, DeadLetterRecord, HEADER_ATTEMPTS, HEADER_ERROR,
     HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
-pub use error::{BoxError, BuildError, Error, Result, SourceError, SourceErrorKind};
+pub use error::{BoxError, BuildError, Error, Result, SharedError, SourceError, SourceErrorKind};
 pub use lifecycle::{State, StateChange, Trigger};
 pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};

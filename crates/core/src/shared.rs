@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::lifecycle::{next_state, StateChange, Trigger};
 use crate::stats::{Counters, LiveState};
 use crate::stop_signal::StopSignal;
-use crate::{Offsets, State, StopReason, StopReport};
+use crate::{Offsets, SharedError, State, StopReason, StopReport};
 
 pub(crate) type StateListener = Arc<dyn Fn(StateChange) + Send + Sync>;
 
@@ -149,8 +149,8 @@ pub(crate) fn build_report(
     shared: &Shared,
     lifecycle: &Lifecycle,
     final_state: State,
-    final_commit_error: Option<String>,
-    close_error: Option<String>,
+    final_commit_error: Option<SharedError>,
+    close_error: Option<SharedError>,
 ) -> StopReport {
     StopReport {
         final_state,

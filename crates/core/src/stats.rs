@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{CallbackFailure, CallbackTime, Offsets, State, TopicPartition};
+use crate::{CallbackFailure, CallbackTime, Offsets, SharedError, State, TopicPartition};
 
 /// Why the consumer thread ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,11 +25,13 @@ pub enum StopReason {
     DeadLetterFailed {
         /// The message's last callback failure.
         failure: CallbackFailure,
-        /// The producer's error.
-        error: String,
+        /// The producer's error (a [`SourceError`](crate::SourceError) in its chain).
+        error: SharedError,
     },
-    /// The source failed in a way retrying cannot fix (or panicked).
-    SourceFailed(String),
+    /// The source failed in a way retrying cannot fix (or panicked): the source's
+    /// [`SourceError`](crate::SourceError) ([`SharedError::find`] reaches it and its
+    /// own sources), or a panic's message.
+    SourceFailed(SharedError),
     /// The consumer thread could not be spawned.
     SpawnFailed(String),
 }
@@ -63,9 +65,9 @@ pub struct StopReport {
     pub run_time: Duration,
     /// The final commit's error, if it could not be made (the positions stay
     /// uncommitted: those messages are redelivered, never lost).
-    pub final_commit_error: Option<String>,
+    pub final_commit_error: Option<SharedError>,
     /// The source's error on close, if any.
-    pub close_error: Option<String>,
+    pub close_error: Option<SharedError>,
 }
 
 /// The manager's counters since `start()`: live in [`Stats::counts`], final in

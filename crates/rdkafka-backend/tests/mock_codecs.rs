@@ -187,6 +187,7 @@ fn a_consume_error_retrying_cannot_fix_stops_the_manager_failed() {
     let StopReason::SourceFailed(reason) = &report.reason else {
         panic!("{report:?}");
     };
+    let reason = reason.to_string();
     let at = format!("{topic}[0] at offset {PER_CODEC}");
     assert!(reason.contains(&at), "{reason}");
     assert!(reason.contains("Broker: Invalid message"), "{reason}");

@@ -215,7 +215,7 @@ fn assert_failed_naming(report: &StopReport, code: &str) {
     match &report.reason {
         StopReason::SourceFailed(cause) => {
             assert!(
-                names(cause, code),
+                names(&cause.to_string(), code),
                 "the reason {cause:?} does not name {code}"
             );
         }

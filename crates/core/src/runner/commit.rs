@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::callback::Handle;
 use crate::shared::record_committed;
 use crate::stats::Counters;
-use crate::{FailurePolicy, SourceError, StopReason};
+use crate::{FailurePolicy, SharedError, SourceError, StopReason};
 
 impl<H: Handle> Runner<H> {
     /// A commit under the policy. A transient failure is retried at a later opportunity
@@ -40,7 +40,10 @@ impl<H: Handle> Runner<H> {
             }
             Err(e) => {
                 error!(error = %e, "commit failed fatally");
-                Err(StopReason::SourceFailed(format!("commit failed: {e}")))
+                Err(StopReason::SourceFailed(SharedError::with_context(
+                    "commit failed",
+                    e,
+                )))
             }
         }
     }
@@ -70,7 +73,7 @@ impl<H: Handle> Runner<H> {
     }
 
     /// Final commit then close, each bounded by `close_timeout`.
-    pub(super) async fn shut_down(&mut self) -> (Option<String>, Option<String>) {
+    pub(super) async fn shut_down(&mut self) -> (Option<SharedError>, Option<SharedError>) {
         self.drain_pool().await;
         let unstored = self.progress.take_unstored();
         if !unstored.is_empty() {
@@ -87,19 +90,22 @@ impl<H: Handle> Runner<H> {
                     break;
                 }
                 Ok(Err(e)) => {
-                    final_commit_error = Some(e.to_string());
-                    if !e.is_transient() || attempt == FINAL_COMMIT_ATTEMPTS {
+                    let transient = e.is_transient();
+                    let delay = backoff.next_delay();
+                    if transient && attempt < FINAL_COMMIT_ATTEMPTS {
+                        warn!(error = %e, attempt, retry_in = ?delay, "final commit failed; retrying");
+                    }
+                    final_commit_error = Some(SharedError::new(e));
+                    if !transient || attempt == FINAL_COMMIT_ATTEMPTS {
                         break;
                     }
-                    let delay = backoff.next_delay();
-                    warn!(error = %e, attempt, retry_in = ?delay, "final commit failed; retrying");
                     let retry_at = (tokio::time::Instant::now() + delay).min(commit_deadline);
                     sleep_until(retry_at).await;
                 }
                 Err(_) => {
-                    final_commit_error = Some(format!(
+                    final_commit_error = Some(SharedError::new(format!(
                         "final commit did not finish within {close_timeout:?}"
-                    ));
+                    )));
                     break;
                 }
             }
@@ -119,8 +125,10 @@ impl<H: Handle> Runner<H> {
         }
         let close_error = match timeout(close_timeout, self.source.close()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("close did not finish within {close_timeout:?}")),
+            Ok(Err(e)) => Some(SharedError::new(e)),
+            Err(_) => Some(SharedError::new(format!(
+                "close did not finish within {close_timeout:?}"
+            ))),
         };
         if let Some(e) = &close_error {
             warn!(error = %e, "closing the source failed");

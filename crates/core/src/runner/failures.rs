@@ -13,8 +13,8 @@ use crate::backoff::Backoff;
 use crate::callback::Handle;
 use crate::stats::Counters;
 use crate::{
-    CallbackFailure, DeadLetterRecord, FailureKind, FailurePolicy, Message, StopReason,
-    TopicPartition,
+    CallbackFailure, DeadLetterRecord, FailureKind, FailurePolicy, Message, SharedError,
+    StopReason, TopicPartition,
 };
 
 /// A partition whose first unsettled message failed and waits for its next attempt, or
@@ -369,6 +369,7 @@ impl<H: Handle> Runner<H> {
                         partition: head.partition(),
                         offset: head.offset(),
                         reason: String::new(),
+                        error: None,
                         panicked: false,
                         kind: FailureKind::Permanent,
                     },
@@ -376,7 +377,7 @@ impl<H: Handle> Runner<H> {
                 );
                 Err(StopReason::DeadLetterFailed {
                     failure,
-                    error: e.to_string(),
+                    error: SharedError::new(e),
                 })
             }
         }

@@ -24,7 +24,10 @@ use crate::shared::{build_report, lock, Shared};
 use crate::stats::Counters;
 use crate::telemetry::ConsumerMetrics;
 use crate::{CallbackFailure, Message};
-use crate::{CommitPolicy, MessageSource, PollBatch, SourceError, SourceEvent, State, StopReason};
+use crate::{
+    CommitPolicy, MessageSource, PollBatch, SharedError, SourceError, SourceEvent, State,
+    StopReason,
+};
 use failures::BlockedPartitions;
 
 /// How many messages pass between checks of the lifetime deadline inside a batch;
@@ -119,8 +122,9 @@ impl<H: Handle> Runner<H> {
         let (final_commit_error, close_error) = match runtime {
             Ok(rt) => rt.block_on(self.run_on_runtime()),
             Err(e) => {
-                self.begin_stopping(StopReason::SourceFailed(format!(
-                    "could not build the consumer runtime: {e}"
+                self.begin_stopping(StopReason::SourceFailed(SharedError::with_context(
+                    "could not build the consumer runtime",
+                    e,
                 )));
                 (None, None)
             }
@@ -128,20 +132,23 @@ impl<H: Handle> Runner<H> {
         self.finish(final_commit_error, close_error);
     }
 
-    async fn run_on_runtime(&mut self) -> (Option<String>, Option<String>) {
+    async fn run_on_runtime(&mut self) -> (Option<SharedError>, Option<SharedError>) {
         let reason = match AssertUnwindSafe(self.consume()).catch_unwind().await {
             Ok(reason) => reason,
-            Err(panic) => StopReason::SourceFailed(format!(
+            Err(panic) => StopReason::SourceFailed(SharedError::new(format!(
                 "panic on the consumer thread: {}",
                 panic_message(&*panic)
-            )),
+            ))),
         };
         self.begin_stopping(reason);
         match AssertUnwindSafe(self.shut_down()).catch_unwind().await {
             Ok(errors) => errors,
             Err(panic) => (
                 None,
-                Some(format!("panic while closing: {}", panic_message(&*panic))),
+                Some(SharedError::new(format!(
+                    "panic while closing: {}",
+                    panic_message(&*panic)
+                ))),
             ),
         }
     }
@@ -202,7 +209,7 @@ impl<H: Handle> Runner<H> {
             if let Err(e) = polled {
                 if !e.is_transient() {
                     error!(error = %e, "Consumer error when polling message; it is fatal");
-                    return StopReason::SourceFailed(e.to_string());
+                    return StopReason::SourceFailed(SharedError::new(e));
                 }
                 Counters::bump(&self.shared.counters.poll_errors);
                 self.note_error(&e);
@@ -517,7 +524,7 @@ impl<H: Handle> Runner<H> {
         }
     }
 
-    fn finish(self, final_commit_error: Option<String>, close_error: Option<String>) {
+    fn finish(self, final_commit_error: Option<SharedError>, close_error: Option<SharedError>) {
         let mut guard = self.shared.lifecycle();
         let failed = guard.reason.as_ref().is_some_and(StopReason::is_failure);
         let (final_state, trigger) = if failed {

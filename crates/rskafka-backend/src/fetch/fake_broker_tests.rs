@@ -372,6 +372,7 @@ fn a_corrupt_batch_stops_the_manager_failed_naming_where_and_nothing_past_it_is_
     let ktm_core::StopReason::SourceFailed(why) = &report.reason else {
         panic!("{report:?}");
     };
+    let why = why.to_string();
     assert!(
         why.contains("tx [0] at offset 7") && why.contains("checksum"),
         "{why}"
