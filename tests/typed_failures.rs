@@ -11,10 +11,16 @@ use common::cluster_with;
 use kafka_thread_manager::mock::{Fault, FaultPlan, Faulty};
 use kafka_thread_manager::{
     CallbackError, DeadLetter, FailurePolicy, Message, SourceError, SourceErrorKind, State,
-    StopReason, ThreadManager,
+    StopReason, StopReport, ThreadManager,
 };
 
 const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Starts the manager and waits for it to end by itself.
+fn run(m: &ThreadManager) -> StopReport {
+    m.start().unwrap();
+    m.wait(Some(PATIENCE)).unwrap()
+}
 
 /// A handler's own error type.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +40,7 @@ fn a_fatal_source_error_is_reachable_with_its_kind_and_backend() {
     .callback(|_: &Message| -> Result<(), std::io::Error> { Ok(()) })
     .build()
     .unwrap();
-    m.start().unwrap();
-    let report = m.wait(Some(PATIENCE)).unwrap();
+    let report = run(&m);
     assert_eq!(report.final_state, State::Failed);
     let StopReason::SourceFailed(error) = &report.reason else {
         panic!("{:?}", report.reason);
@@ -60,8 +65,7 @@ fn the_callbacks_own_error_is_reachable_by_its_type() {
         })
         .build()
         .unwrap();
-    m.start().unwrap();
-    let report = m.wait(Some(PATIENCE)).unwrap();
+    let report = run(&m);
     let StopReason::CallbackFailed(failure) = &report.reason else {
         panic!("{:?}", report.reason);
     };
@@ -82,8 +86,7 @@ fn a_panic_has_a_message_and_no_error() {
         })
         .build()
         .unwrap();
-    m.start().unwrap();
-    let report = m.wait(Some(PATIENCE)).unwrap();
+    let report = run(&m);
     let StopReason::CallbackFailed(failure) = &report.reason else {
         panic!("{:?}", report.reason);
     };
@@ -109,8 +112,7 @@ fn the_dead_letter_producers_error_is_reachable() {
         .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(producer)))
         .build()
         .unwrap();
-    m.start().unwrap();
-    let report = m.wait(Some(PATIENCE)).unwrap();
+    let report = run(&m);
     let StopReason::DeadLetterFailed { failure, error } = &report.reason else {
         panic!("{:?}", report.reason);
     };
