@@ -4,10 +4,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::callback::{AsyncFn, AsyncHandler, Dispatched, Handle, SyncHandler};
+use crate::callback::{AsyncFn, AsyncHandler, Handle, SyncHandler};
 use crate::launch::{Launch, RunConfig};
 use crate::pool::{spawn_workers, PerBatch, PerMessage, RunHandler, WorkerSettings};
-use crate::runner::Runner;
+use crate::runner::{fail_to_start, Inline, Pooled, Runner};
 use crate::shared::StateListener;
 use crate::{
     AsyncCallback, BatchCallback, BuildError, Callback, CallbackError, CommitPolicy, FailurePolicy,
@@ -342,11 +342,11 @@ impl ThreadManagerBuilder {
 /// it (a sync callback is inlined into the per-message loop) while `ThreadManager` stays
 /// a plain type.
 fn launcher<H: Handle>(handler: H) -> Launch {
-    Box::new(move |args| Runner::new(args, handler).run())
+    Box::new(move |args| Runner::new(args, Inline::new(handler)).run())
 }
 
 /// Starts a pool of `handlers(pool.workers())` on the consumer thread, then the runner
-/// that feeds it; the runner's own handler is never called.
+/// that feeds it.
 fn pool_launcher<R: RunHandler>(
     pool: WorkerPool,
     handlers: impl FnOnce(usize) -> Vec<R> + Send + 'static,
@@ -357,8 +357,10 @@ fn pool_launcher<R: RunHandler>(
             retry: args.config.retry_policy,
             halt_on_give_up: matches!(args.config.failure_policy, FailurePolicy::Stop),
         };
-        let workers = spawn_workers(handlers(pool.workers()), settings, &args.shared);
-        Runner::new(args, Dispatched).with_pool(workers).run()
+        match spawn_workers(handlers(pool.workers()), settings, &args.shared) {
+            Ok(dispatcher) => Runner::new(args, Pooled::new(dispatcher)).run(),
+            Err(e) => fail_to_start(args, format!("could not spawn a worker thread: {e}")),
+        }
     })
 }
 

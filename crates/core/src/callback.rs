@@ -236,29 +236,6 @@ impl<A: AsyncCallback> Handle for AsyncHandler<A> {
     }
 }
 
-/// The runner's handler when the callback runs on a worker pool: the runner dispatches
-/// instead of calling it.
-pub(crate) struct Dispatched;
-
-impl Handle for Dispatched {
-    const SYNC: bool = false;
-
-    fn call_sync(&mut self, message: &Message) -> Result<(), Box<CallbackFailure>> {
-        // Never called: the runner dispatches to the pool instead.
-        Err(misrouted(
-            message,
-            "a pooled handler called on the consumer thread",
-        ))
-    }
-
-    fn call_async<'a>(
-        &'a mut self,
-        message: &'a Message,
-    ) -> impl Future<Output = Result<(), Box<CallbackFailure>>> + Send + 'a {
-        std::future::ready(self.call_sync(message))
-    }
-}
-
 /// A handler called on a path it is not for. Should that ever happen, the message fails
 /// (nothing is committed past it) rather than pass for handled.
 #[cold]

@@ -6,14 +6,44 @@ use std::time::Instant;
 use tokio::time::{sleep_until, timeout};
 use tracing::{error, warn, Instrument};
 
-use super::{Runner, FINAL_COMMIT_ATTEMPTS};
+use super::{Mode, Runner, FINAL_COMMIT_ATTEMPTS};
 use crate::backoff::Backoff;
-use crate::callback::Handle;
+use crate::launch::RunConfig;
 use crate::shared::record_committed;
 use crate::stats::Counters;
-use crate::{FailurePolicy, SharedError, SourceError, StopReason};
+use crate::{CommitPolicy, FailurePolicy, MessageSource, SharedError, SourceError, StopReason};
 
-impl<H: Handle> Runner<H> {
+impl<M: Mode> Runner<M> {
+    /// Commits if the policy says so: enough messages settled, or the interval passed.
+    pub(super) async fn commit_if_due(&mut self) -> Result<(), StopReason> {
+        if self.count_commit_due() || self.interval_commit_due() {
+            self.commit_periodically().await?;
+        }
+        Ok(())
+    }
+
+    /// The settled count after which the policy wants a commit (never, for intervals).
+    pub(super) fn commit_every(&self) -> u64 {
+        match self.config.commit_policy {
+            CommitPolicy::EveryMessage => 1,
+            CommitPolicy::EveryN(n) => n,
+            CommitPolicy::Interval(_) => u64::MAX,
+        }
+    }
+
+    pub(super) fn count_commit_due(&self) -> bool {
+        self.ledger.since_commit >= self.commit_every()
+    }
+
+    fn interval_commit_due(&self) -> bool {
+        match self.config.commit_policy {
+            CommitPolicy::Interval(every) => {
+                self.ledger.since_commit > 0 && self.last_commit_at.elapsed() >= every
+            }
+            _ => false,
+        }
+    }
+
     /// A commit under the policy. A transient failure is retried at a later opportunity
     /// after a backoff; a stop request abandons it (the final commit follows).
     pub(super) async fn commit_periodically(&mut self) -> Result<(), StopReason> {
@@ -50,16 +80,16 @@ impl<H: Handle> Runner<H> {
 
     /// Commits every handled, uncommitted position.
     async fn commit_handled(&mut self) -> Result<(), SourceError> {
-        self.handled_since_commit = 0;
+        self.ledger.since_commit = 0;
         self.last_commit_at = Instant::now();
-        let offsets = self.progress.uncommitted();
+        let offsets = self.ledger.progress.uncommitted();
         if offsets.is_empty() {
             return Ok(());
         }
         let span = tracing::debug_span!("commit", partitions = offsets.len());
         match self.source.commit(&offsets).instrument(span).await {
             Ok(()) => {
-                self.progress.mark_committed(&offsets);
+                self.ledger.progress.mark_committed(&offsets);
                 record_committed(&self.shared, &offsets);
                 Counters::bump(&self.shared.counters.commits);
                 Ok(())
@@ -74,8 +104,8 @@ impl<H: Handle> Runner<H> {
 
     /// Final commit then close, each bounded by `close_timeout`.
     pub(super) async fn shut_down(&mut self) -> (Option<SharedError>, Option<SharedError>) {
-        self.drain_pool().await;
-        let unstored = self.progress.take_unstored();
+        M::drain(self).await;
+        let unstored = self.ledger.progress.take_unstored();
         if !unstored.is_empty() {
             self.source.store(&unstored);
         }
@@ -114,25 +144,36 @@ impl<H: Handle> Runner<H> {
         if let Some(e) = &final_commit_error {
             error!(error = %e, "final commit failed; messages handled since the last commit will be redelivered");
         }
-        if let FailurePolicy::DeadLetter(dead_letter) = &mut self.config.failure_policy {
-            match timeout(close_timeout, dead_letter.producer.close()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "closing the dead-letter producer failed"),
-                Err(_) => {
-                    warn!(timeout = ?close_timeout, "closing the dead-letter producer timed out")
-                }
-            }
-        }
-        let close_error = match timeout(close_timeout, self.source.close()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(SharedError::new(e)),
-            Err(_) => Some(SharedError::new(format!(
-                "close did not finish within {close_timeout:?}"
-            ))),
-        };
-        if let Some(e) = &close_error {
-            warn!(error = %e, "closing the source failed");
-        }
+        let close_error = close(&mut self.config, &mut *self.source).await;
         (final_commit_error, close_error)
     }
+}
+
+/// Closes the dead-letter producer and the source, each bounded by `close_timeout`;
+/// returns the source's close error.
+pub(super) async fn close(
+    config: &mut RunConfig,
+    source: &mut dyn MessageSource,
+) -> Option<SharedError> {
+    let close_timeout = config.close_timeout;
+    if let FailurePolicy::DeadLetter(dead_letter) = &mut config.failure_policy {
+        match timeout(close_timeout, dead_letter.producer.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "closing the dead-letter producer failed"),
+            Err(_) => {
+                warn!(timeout = ?close_timeout, "closing the dead-letter producer timed out")
+            }
+        }
+    }
+    let close_error = match timeout(close_timeout, source.close()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(SharedError::new(e)),
+        Err(_) => Some(SharedError::new(format!(
+            "close did not finish within {close_timeout:?}"
+        ))),
+    };
+    if let Some(e) = &close_error {
+        warn!(error = %e, "closing the source failed");
+    }
+    close_error
 }

@@ -1,30 +1,24 @@
-//! The decisions shared by the runner's own failure path (`failures`) and the worker
-//! pool's (`pool`): what the failure policy makes of messages given up on, and the
-//! counting of failed and retried attempts.
+//! The failure policy's decision on messages given up on, for both modes: the runner's
+//! own retries and the worker pool's end here.
 
 use tracing::{error, warn};
 
-use super::Runner;
-use crate::callback::Handle;
-use crate::shared::lock;
-use crate::stats::Counters;
-use crate::{CallbackFailure, FailurePolicy, Message, StopReason, TopicPartition};
+use super::settle::Settlement;
+use super::{Mode, Runner};
+use crate::{CallbackFailure, FailurePolicy, Message, StopReason};
 
-/// What the failure policy makes of messages given up on.
+/// What the failure policy made of messages given up on.
 pub(super) enum GiveUp {
-    /// Stop the manager for this reason (logged).
+    /// Stop the manager for this reason (logged); nothing is settled.
     Stop(StopReason),
-    /// Skipped: logged, counted and settled.
-    Skipped,
-    /// To the dead-letter topic; the failure is handed back for the record's headers.
-    DeadLetter(Box<CallbackFailure>),
+    /// Skipped (settled), or queued for the dead-letter topic (settled once the broker
+    /// acknowledges each dead letter; see `dead_letters`).
+    Disposed,
 }
 
-impl<H: Handle> Runner<H> {
-    /// The failure policy's decision on `messages`, given up on after `attempts` (a
-    /// message, or a batch a worker handled as one unit). Under `Skip` they are counted
-    /// and settled here, like handled messages for the commit policy; a dead letter is
-    /// left to the caller, which produces it now or queues it.
+impl<M: Mode> Runner<M> {
+    /// The failure policy's decision on `messages` (one partition's, in offset order: a
+    /// message, or a batch a worker handled as one unit), given up on after `attempts`.
     pub(super) fn apply_failure_policy(
         &mut self,
         messages: &[Message],
@@ -38,30 +32,18 @@ impl<H: Handle> Runner<H> {
             }
             FailurePolicy::Skip => {
                 warn!(%failure, attempts, messages = messages.len(), "callback failed; skipping by policy");
-                for message in messages {
-                    Counters::bump(&self.shared.counters.skipped);
-                    self.progress
-                        .failures_of(&message.topic_partition())
-                        .skipped += 1;
-                    self.settle_message(message);
-                    self.count_toward_commit(1);
-                }
-                GiveUp::Skipped
+                self.ledger
+                    .settle(messages, Settlement::Skipped, self.mode.positions());
+                GiveUp::Disposed
             }
-            FailurePolicy::DeadLetter(_) => GiveUp::DeadLetter(failure),
+            FailurePolicy::DeadLetter(_) => {
+                let bounds = self.config.retry_policy.backoff_bounds();
+                for message in messages {
+                    self.dead_letters
+                        .push(message.clone(), attempts, failure.clone(), bounds);
+                }
+                GiveUp::Disposed
+            }
         }
-    }
-
-    /// Counts a failed callback attempt (an error or a panic) and keeps it as the last error.
-    pub(super) fn count_failed_attempt(&mut self, tp: &TopicPartition, failure: &CallbackFailure) {
-        Counters::bump(&self.shared.counters.callback_failures);
-        self.progress.failures_of(tp).failures += 1;
-        lock(&self.shared.live).last_error = Some(failure.to_string());
-    }
-
-    /// Counts a callback attempt after a unit's first.
-    pub(super) fn count_retry(&mut self, tp: &TopicPartition) {
-        Counters::bump(&self.shared.counters.retries);
-        self.progress.failures_of(tp).retries += 1;
     }
 }
