@@ -4,6 +4,10 @@
 //!
 //! `cargo bench -p ktm-core --bench manager_vs_loop` (env: KTM_BENCH_MESSAGES,
 //! KTM_BENCH_ROUNDS, KTM_BENCH_STOPS)
+//!
+//! `KTM_BENCH_ONLY=manager|loop|setup` runs one side once (or only the setup: the
+//! cluster and its filled topic) and prints no table, so that an instruction counter sees
+//! nothing else: `scripts/callgrind-per-message.sh` runs it under callgrind.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,21 +144,33 @@ fn main() {
     let rounds = env("KTM_BENCH_ROUNDS", if quick { 1 } else { 5 });
     let stops = env("KTM_BENCH_STOPS", if quick { 5 } else { 200 });
 
+    let only = std::env::var("KTM_BENCH_ONLY").unwrap_or_default();
+
     let cluster = MockCluster::new();
     cluster.create_topic(TOPIC, PARTITIONS).expect("topic");
     cluster.create_topic("idle", 1).expect("topic");
     cluster.fill(TOPIC, n, 100).expect("fill");
 
+    // One side, once, and nothing after it (no stop() samples, whose idle polls and
+    // sleeps vary from run to run): what an instruction count of this process then grows
+    // by with n is that side's work per message. `setup` runs neither side, so that the
+    // fill's own growth with n can be subtracted.
+    if !only.is_empty() {
+        let took = match only.as_str() {
+            "manager" => manager_run(&cluster, "mgr-only", n),
+            "loop" => hand_written_loop(&cluster, "loop-only", n),
+            "setup" => Duration::ZERO,
+            other => panic!("KTM_BENCH_ONLY={other}: expected manager, loop or setup"),
+        };
+        println!("{only}: {n} messages in {:.3} s", took.as_secs_f64());
+        return;
+    }
+
     let (mut loops, mut managed) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         // Alternate, so drift (thermal, other load) hits both alike.
-        let only = std::env::var("KTM_BENCH_ONLY").unwrap_or_default();
-        if only != "manager" {
-            loops.push(hand_written_loop(&cluster, &format!("loop-{r}"), n));
-        }
-        if only != "loop" {
-            managed.push(manager_run(&cluster, &format!("mgr-{r}"), n));
-        }
+        loops.push(hand_written_loop(&cluster, &format!("loop-{r}"), n));
+        managed.push(manager_run(&cluster, &format!("mgr-{r}"), n));
     }
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     if std::env::var_os("KTM_BENCH_VERBOSE").is_some() {
