@@ -50,7 +50,8 @@ pub mod trace_context;
 pub use bootstrap::parse_bootstrap_servers;
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{
-    AsyncCallback, BatchCallback, Callback, CallbackError, CallbackFailure, FailureKind,
+    AsyncCallback, BatchCallback, Callback, CallbackError, CallbackFailure, CallbackResult,
+    FailureKind,
 };
 pub use callback_time::CallbackTime;
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};
