@@ -3,7 +3,8 @@
 //!
 //! - [`MessageSource`]: a Kafka consumer, implemented by the backends (`ktm-rskafka`,
 //!   `ktm-rdkafka`, `ktm-mock`).
-//! - [`Callback`] / [`AsyncCallback`]: the per-message handler.
+//! - [`Callback`] / [`AsyncCallback`]: the per-message handler; a closure returns `()` or
+//!   `Result<(), E>` ([`CallbackResult`]). [`ThreadManagerBuilder`] lists the setters.
 //! - [`ThreadManager`]: owns the consumer thread and its lifecycle ([`State`]).
 //! - [`WorkerPool`]: optional worker threads for slow callbacks, in partition (or key)
 //!   order, with bounded queues that pause partitions at the source; also the home of
