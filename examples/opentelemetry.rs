@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kafka_thread_manager::mock::{MockCluster, Record};
 use kafka_thread_manager::trace_context::HeaderInjector;
-use kafka_thread_manager::{CallbackError, Header, Message, RetryPolicy, ThreadManager};
+use kafka_thread_manager::{CallbackError, Header, RetryPolicy, ThreadManager};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{global, Context};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut failed = false;
     let manager =
         ThreadManager::builder(cluster.consumer("billing").subscribe(["orders"]).build()?)
-            .callback(move |_: &Message| {
+            .callback(move |_msg| {
                 if !std::mem::replace(&mut failed, true) {
                     return Err(CallbackError::retryable("payment service busy"));
                 }

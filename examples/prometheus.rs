@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kafka_thread_manager::rskafka::RskafkaSource;
-use kafka_thread_manager::{CommitPolicy, Message, OffsetReset, ThreadManager};
+use kafka_thread_manager::{CommitPolicy, OffsetReset, ThreadManager};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// Installs the Prometheus exporter as the global `metrics` recorder, serving
@@ -39,7 +39,7 @@ pub fn consumer(
         .heartbeat_interval(Duration::from_secs(1))
         .build()?;
     let manager = ThreadManager::builder(source)
-        .callback(|_: &Message| -> Result<(), std::io::Error> { Ok(()) })
+        .callback(|_msg| {})
         .commit_policy(CommitPolicy::Interval(Duration::from_millis(100)))
         .thread_lifetime(None)
         .build()?;

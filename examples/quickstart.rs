@@ -9,7 +9,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use kafka_thread_manager::mock::MockCluster;
-use kafka_thread_manager::{CommitPolicy, Message, State, ThreadManager};
+use kafka_thread_manager::{CommitPolicy, State, ThreadManager};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 3;
@@ -30,12 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let source = cluster.consumer("quickstart").subscribe([TOPIC]).build()?;
     let manager = ThreadManager::builder(source)
         .thread_name("quickstart-consumer")
-        .callback(move |msg: &Message| -> Result<(), std::io::Error> {
+        .callback(move |msg| {
             // Pretend each message takes a little work, so progress is visible.
             if msg.offset() % 1000 == 0 {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Ok(())
         })
         .commit_policy(CommitPolicy::EveryN(1000))
         .thread_lifetime(Duration::from_secs(10))

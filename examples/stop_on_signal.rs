@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use kafka_thread_manager::rskafka::RskafkaSource;
-use kafka_thread_manager::{CommitPolicy, Message, OffsetReset, ShutdownOutcome, ThreadManager};
+use kafka_thread_manager::{CommitPolicy, OffsetReset, ShutdownOutcome, ThreadManager};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -43,13 +43,12 @@ fn run() -> Result<ShutdownOutcome, Box<dyn std::error::Error>> {
         .offset_reset(OffsetReset::Earliest)
         .build()?;
     let manager = ThreadManager::builder(source)
-        .callback(|msg: &Message| -> Result<(), std::io::Error> {
+        .callback(|msg| {
             tracing::info!(
                 partition = msg.partition(),
                 offset = msg.offset(),
                 "handled"
             );
-            Ok(())
         })
         .commit_policy(CommitPolicy::Interval(Duration::from_secs(5)))
         .thread_lifetime(None) // a service runs until it is told to stop

@@ -6,6 +6,9 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
+// The async-pool tests, in their own file to keep this one from growing further.
+#[path = "worker_pool/async_pool.rs"]
+mod async_pool;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

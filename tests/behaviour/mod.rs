@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_thread_manager::{
     CommitPolicy, DeadLetter, DeadLetterProducer, FailurePolicy, Message, MessageSource,
-    OffsetReset, RetryPolicy, State, StopReason, ThreadManager, TopicPartition, WorkerPool,
+    OffsetReset, RetryPolicy, State, StopReason, ThreadManager, ThreadManagerBuilder,
+    TopicPartition, WorkerPool,
 };
 
 /// A record to produce.
@@ -546,48 +547,13 @@ fn failure_policy_run(f: &dyn Fixture, policy: &str) {
 pub fn worker_pool(f: &dyn Fixture) {
     let topic = f.topic("pool");
     let group = unique();
-    f.create_topic(&topic, 3);
-    fill(f, &topic, 3, 60);
-    let seen: Seen = Arc::default();
-    let sink = Arc::clone(&seen);
-    let m = ThreadManager::builder(f.source(&group, &topic, OffsetReset::Earliest))
-        .parallel_callback(
-            WorkerPool::new(3).queue_capacity(4),
-            move |m: &Message| -> Result<(), std::io::Error> {
-                std::thread::sleep(Duration::from_millis(2));
-                sink.lock().unwrap().push(m.clone());
-                Ok(())
-            },
-        )
-        .commit_policy(CommitPolicy::Interval(Duration::from_secs(3600)))
-        .thread_lifetime(None)
-        .poll_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    m.start().unwrap();
-    wait_for(f.patience() * 4, "180 messages", || {
-        seen.lock().unwrap().len() >= 180
+    pool_in_partition_order(f, &topic, &group, |builder, pool, sink| {
+        builder.parallel_callback(pool, move |m: &Message| -> Result<(), std::io::Error> {
+            std::thread::sleep(Duration::from_millis(2));
+            sink.lock().unwrap().push(m.clone());
+            Ok(())
+        })
     });
-    let report = m.stop().unwrap();
-    assert_eq!(report.final_state, State::Stopped, "{report:?}");
-    for p in 0..3 {
-        let got: Vec<i64> = offsets(&seen)
-            .into_iter()
-            .filter(|(q, _)| *q == p)
-            .map(|(_, o)| o)
-            .collect();
-        assert_eq!(
-            got,
-            (0..60).collect::<Vec<_>>(),
-            "partition {p}: in order, once"
-        );
-        let tp = TopicPartition::new(topic.as_str(), p);
-        assert_eq!(
-            report.committed.get(&tp),
-            Some(60),
-            "partition {p} committed"
-        );
-    }
 
     for p in 0..3 {
         let more = (60..80)
@@ -632,6 +598,71 @@ pub fn worker_pool(f: &dyn Fixture) {
     );
 }
 
+/// The worker pool with an async callback: the same order and commits as
+/// [`worker_pool`]'s first half, each future driven on its worker's own runtime.
+pub fn worker_pool_async(f: &dyn Fixture) {
+    let topic = f.topic("pool-async");
+    let group = unique();
+    pool_in_partition_order(f, &topic, &group, |builder, pool, sink| {
+        builder.parallel_async_callback(pool, move |m| {
+            let sink = Arc::clone(&sink);
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                sink.lock().unwrap().push(m);
+            }
+        })
+    });
+}
+
+/// Runs `handler` (given the builder, a pool of 3 workers with queues of 4, and where to
+/// record each message) over 3 partitions of 60 messages in `group` until all 180 were
+/// seen, then stops: each partition in order, once, and committed to 60.
+fn pool_in_partition_order(
+    f: &dyn Fixture,
+    topic: &str,
+    group: &str,
+    handler: impl FnOnce(ThreadManagerBuilder, WorkerPool, Seen) -> ThreadManagerBuilder,
+) {
+    f.create_topic(topic, 3);
+    fill(f, topic, 3, 60);
+    let seen: Seen = Arc::default();
+    let builder = ThreadManager::builder(f.source(group, topic, OffsetReset::Earliest));
+    let m = handler(
+        builder,
+        WorkerPool::new(3).queue_capacity(4),
+        Arc::clone(&seen),
+    )
+    .commit_policy(CommitPolicy::Interval(Duration::from_secs(3600)))
+    .thread_lifetime(None)
+    .poll_timeout(Duration::from_millis(200))
+    .build()
+    .unwrap();
+    m.start().unwrap();
+    wait_for(f.patience() * 4, "180 messages", || {
+        seen.lock().unwrap().len() >= 180
+    });
+    let report = m.stop().unwrap();
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+    for p in 0..3 {
+        let got: Vec<i64> = offsets(&seen)
+            .into_iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(
+            got,
+            (0..60).collect::<Vec<_>>(),
+            "partition {p}: in order, once"
+        );
+        let tp = TopicPartition::new(topic, p);
+        assert_eq!(
+            report.committed.get(&tp),
+            Some(60),
+            "partition {p} committed"
+        );
+    }
+}
+
 /// Declares one `#[test]` per behaviour for a fixture expression of type
 /// `Option<impl Fixture>` (`None`: no broker; the reason is printed by the fixture).
 #[macro_export]
@@ -640,7 +671,8 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@tests $fixture;
             lifecycle_and_lifetime, stop_latency_is_bounded, at_least_once_under_callback_failure,
             commit_on_stop_and_resume, commit_on_revoke, keys_headers_and_payloads,
-            offset_reset_policies, bad_config_errors, failure_policies, worker_pool);
+            offset_reset_policies, bad_config_errors, failure_policies, worker_pool,
+            worker_pool_async);
     };
     (@tests $fixture:expr; $($name:ident),*) => {
         $(

@@ -1,23 +1,41 @@
 //! Configuration of a [`ThreadManager`], validated when it is built.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::callback::{AsyncFn, AsyncHandler, Handle, SyncHandler};
+use crate::callback::Handle;
 use crate::launch::{Launch, RunConfig};
-use crate::pool::{spawn_workers, PerBatch, PerMessage, RunHandler, WorkerSettings};
+use crate::pool::{spawn_workers, RunHandler, WorkerSettings};
 use crate::runner::{fail_to_start, Inline, Pooled, Runner};
 use crate::shared::StateListener;
 use crate::{
-    AsyncCallback, BatchCallback, BuildError, Callback, CallbackError, CommitPolicy, FailurePolicy,
-    Message, MessageSource, RetryBackoff, RetryPolicy, StateChange, ThreadManager, WorkerPool,
+    BuildError, CommitPolicy, FailurePolicy, MessageSource, RetryBackoff, RetryPolicy, StateChange,
+    ThreadManager, WorkerPool,
 };
+
+mod handlers;
 
 /// The original's default `thread_lifetime`.
 pub const DEFAULT_THREAD_LIFETIME: Duration = Duration::from_secs(40);
 
 /// Builds a [`ThreadManager`]; see [`ThreadManager::builder`].
+///
+/// Exactly one handler is given, by one of these setters (a second one is
+/// [`BuildError::MoreThanOneHandler`]):
+///
+/// | handler | one at a time | on a [`WorkerPool`] (`Clone`: a clone per worker) |
+/// |---|---|---|
+/// | closure `FnMut(&Message)` | [`callback(f)`](Self::callback) | [`parallel_callback(pool, f)`](Self::parallel_callback) |
+/// | async closure `FnMut(Message) -> impl Future` | [`async_callback(f)`](Self::async_callback) | [`parallel_async_callback(pool, f)`](Self::parallel_async_callback) |
+/// | batch closure `FnMut(&[Message])` | [`batch_callback(f)`](Self::batch_callback) | [`parallel_batch_callback(pool, f)`](Self::parallel_batch_callback) |
+/// | a [`Callback`](crate::Callback) type | [`handler(h)`](Self::handler) | [`parallel_handler(pool, h)`](Self::parallel_handler) |
+/// | an [`AsyncCallback`](crate::AsyncCallback) type | [`async_handler(h)`](Self::async_handler) | [`parallel_async_handler(pool, h)`](Self::parallel_async_handler) |
+/// | a [`BatchCallback`](crate::BatchCallback) type | [`batch_handler(h)`](Self::batch_handler) | [`parallel_batch_handler(pool, h)`](Self::parallel_batch_handler) |
+///
+/// "One at a time" runs on the consumer thread, except batches, which run on one worker
+/// thread (`WorkerPool::default()`). A closure returns `()` or `Result<(), E>` (see
+/// [`CallbackResult`](crate::CallbackResult)), so its types are usually inferred:
+/// `.callback(|msg| { .. })`.
 #[must_use]
 pub struct ThreadManagerBuilder {
     source: Box<dyn MessageSource>,
@@ -55,145 +73,6 @@ impl ThreadManagerBuilder {
             stall_threshold: Duration::from_secs(60),
             listener: None,
         }
-    }
-
-    /// The handler, as a closure: `|msg: &Message| -> Result<(), E> { .. }`.
-    pub fn callback<F, E>(self, callback: F) -> Self
-    where
-        F: FnMut(&Message) -> Result<(), E> + Send + 'static,
-        E: Into<CallbackError>,
-    {
-        self.on_this_thread(launcher(SyncHandler(callback)))
-    }
-
-    /// The handler, as a type implementing [`Callback`].
-    pub fn handler(self, handler: impl Callback) -> Self {
-        self.on_this_thread(launcher(SyncHandler(handler)))
-    }
-
-    /// The handler, run on a [`WorkerPool`]: each worker thread calls its own clone of
-    /// `callback`, so a slow callback no longer caps the consumer at one message per
-    /// callback time.
-    ///
-    /// Messages of one partition (or one key, see [`ProcessingOrder`](crate::ProcessingOrder))
-    /// are handled one after another in offset order; different partitions in parallel.
-    /// A partition is committed only up to the first offset whose callback has not
-    /// finished. A failed message is retried on its worker under the
-    /// [`RetryPolicy`] (what is queued behind it on that worker waits); then the
-    /// [`FailurePolicy`] applies: `Stop` stops the manager with nothing after the message
-    /// handled on that worker, `Skip` goes on, `DeadLetter` goes on while the dead letter
-    /// is produced from the consumer thread (the commit waits for its acknowledgement).
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicU64, Ordering};
-    /// use std::sync::Arc;
-    /// use ktm_core::{Message, ThreadManager, WorkerPool};
-    /// # use ktm_core::{MessageSource, Offsets, PollBatch, SourceError};
-    /// # use std::time::Duration;
-    /// # struct Idle;
-    /// # #[async_trait::async_trait]
-    /// # impl MessageSource for Idle {
-    /// #     fn backend(&self) -> &'static str { "idle" }
-    /// #     async fn poll(&mut self, t: Duration, _: &mut PollBatch) -> Result<(), SourceError> {
-    /// #         tokio::time::sleep(t).await; Ok(())
-    /// #     }
-    /// #     fn store(&mut self, _: &Offsets) {}
-    /// #     async fn commit(&mut self, _: &Offsets) -> Result<(), SourceError> { Ok(()) }
-    /// #     async fn close(&mut self) -> Result<(), SourceError> { Ok(()) }
-    /// # }
-    /// # let source = Idle;
-    /// let written = Arc::new(AtomicU64::new(0));
-    /// let counter = Arc::clone(&written);
-    /// let manager = ThreadManager::builder(source)
-    ///     .parallel_callback(WorkerPool::new(4), move |_msg: &Message| -> Result<(), std::io::Error> {
-    ///         counter.fetch_add(1, Ordering::Relaxed); // a slow write would go here
-    ///         Ok(())
-    ///     })
-    ///     .build()?;
-    /// manager.start()?;
-    /// manager.stop()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn parallel_callback<F, E>(self, pool: WorkerPool, callback: F) -> Self
-    where
-        F: FnMut(&Message) -> Result<(), E> + Clone + Send + 'static,
-        E: Into<CallbackError>,
-    {
-        self.on_pool(pool, PerMessage(SyncHandler(callback)))
-    }
-
-    /// The handler, as a cloneable type implementing [`Callback`], run on a
-    /// [`WorkerPool`]; see [`parallel_callback`](Self::parallel_callback).
-    pub fn parallel_handler(self, pool: WorkerPool, handler: impl Callback + Clone) -> Self {
-        self.on_pool(pool, PerMessage(SyncHandler(handler)))
-    }
-
-    /// A batch handler: called with consecutive messages of one partition (at most
-    /// [`WorkerPool::DEFAULT_MAX_BATCH`]), on one worker thread, in order. See
-    /// [`BatchCallback`] for what a failure means.
-    pub fn batch_callback<F, E>(self, callback: F) -> Self
-    where
-        F: FnMut(&[Message]) -> Result<(), E> + Send + 'static,
-        E: Into<CallbackError>,
-    {
-        self.on_workers(WorkerPool::default(), |_| vec![PerBatch(callback)])
-    }
-
-    /// A batch handler on a [`WorkerPool`] (its `max_batch` bounds the batches), each
-    /// worker calling its own clone; see [`parallel_callback`](Self::parallel_callback)
-    /// for order and commits, and [`BatchCallback`] for failures.
-    pub fn parallel_batch_callback<F, E>(self, pool: WorkerPool, callback: F) -> Self
-    where
-        F: FnMut(&[Message]) -> Result<(), E> + Clone + Send + 'static,
-        E: Into<CallbackError>,
-    {
-        self.on_pool(pool, PerBatch(callback))
-    }
-
-    /// A batch handler type on a [`WorkerPool`]; see
-    /// [`parallel_batch_callback`](Self::parallel_batch_callback).
-    pub fn batch_handler(self, pool: WorkerPool, handler: impl BatchCallback + Clone) -> Self {
-        self.on_pool(pool, PerBatch(handler))
-    }
-
-    fn on_this_thread(mut self, launch: Launch) -> Self {
-        self.launch = Some(launch);
-        self.pool = None;
-        self.handlers_given = self.handlers_given.saturating_add(1);
-        self
-    }
-
-    /// Each worker gets a clone; cloned when the thread starts, so a bad worker count
-    /// fails at `build()` before anything is cloned.
-    fn on_pool<R: RunHandler + Clone>(self, pool: WorkerPool, handler: R) -> Self {
-        self.on_workers(pool, move |n| vec![handler; n])
-    }
-
-    fn on_workers<R: RunHandler>(
-        mut self,
-        pool: WorkerPool,
-        handlers: impl FnOnce(usize) -> Vec<R> + Send + 'static,
-    ) -> Self {
-        self.launch = Some(pool_launcher(pool, handlers));
-        self.pool = Some(pool);
-        self.handlers_given = self.handlers_given.saturating_add(1);
-        self
-    }
-
-    /// The handler, as an async closure taking an owned message:
-    /// `|msg| async move { .. }`.
-    pub fn async_callback<F, Fut, E>(self, callback: F) -> Self
-    where
-        F: FnMut(Message) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<CallbackError> + 'static,
-    {
-        self.on_this_thread(launcher(AsyncHandler(AsyncFn(callback))))
-    }
-
-    /// The handler, as a type implementing [`AsyncCallback`].
-    pub fn async_handler(self, handler: impl AsyncCallback) -> Self {
-        self.on_this_thread(launcher(AsyncHandler(handler)))
     }
 
     /// The consumer thread's name (default `ktm-consumer-<n>`).

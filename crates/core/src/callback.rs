@@ -82,22 +82,68 @@ impl fmt::Display for CallbackError {
     }
 }
 
+/// What a handler closure returns: `()` for a handler that cannot fail, or
+/// `Result<(), E>` with `E: Into<CallbackError>`.
+///
+/// The closure setters take any closure returning one, so a closure needs no
+/// annotations when its return type is known from its body: `()`, or an expression that
+/// already has a `Result` type. `Ok(())` alone does not say what its error type is, so a
+/// closure ending in it still names it (`-> Result<(), CallbackError>`).
+///
+/// ```
+/// use ktm_core::{CallbackError, ThreadManagerBuilder, WorkerPool};
+/// fn store(_: &[u8]) -> std::io::Result<()> {
+///     Ok(())
+/// }
+/// fn set(a: ThreadManagerBuilder, b: ThreadManagerBuilder, c: ThreadManagerBuilder) {
+///     // Cannot fail: returns `()`.
+///     let _ = a.callback(|msg| println!("{}@{}", msg.topic(), msg.offset()));
+///     // Fails when `store` does: the body is an `io::Result<()>`.
+///     let _ = b.callback(|msg| store(msg.payload().unwrap_or_default()));
+///     // Ends in `Ok(())`, so the error type is named.
+///     let _ = c.parallel_callback(WorkerPool::new(2), |msg| -> Result<(), CallbackError> {
+///         let body = msg.payload().ok_or(CallbackError::permanent("no payload"))?;
+///         store(body)?;
+///         Ok(())
+///     });
+/// }
+/// ```
+pub trait CallbackResult {
+    /// The outcome as the manager sees it: `Ok` means handled.
+    fn into_callback_result(self) -> Result<(), CallbackError>;
+}
+
+impl CallbackResult for () {
+    #[inline]
+    fn into_callback_result(self) -> Result<(), CallbackError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<CallbackError>> CallbackResult for Result<(), E> {
+    #[inline]
+    fn into_callback_result(self) -> Result<(), CallbackError> {
+        self.map_err(Into::into)
+    }
+}
+
 /// A synchronous per-message handler.
 ///
-/// Any `FnMut(&Message) -> Result<(), E> + Send + 'static` with `E: Into<CallbackError>`
-/// is one. Returning `Ok` means the message is handled and its offset may be committed.
+/// Any `FnMut(&Message) -> R + Send + 'static` with `R:` [`CallbackResult`] (`()` or
+/// `Result<(), E>`) is one. Returning `Ok` means the message is handled and its offset
+/// may be committed.
 pub trait Callback: Send + 'static {
     /// Handles one message.
     fn call(&mut self, message: &Message) -> Result<(), CallbackError>;
 }
 
-impl<F, E> Callback for F
+impl<F, R> Callback for F
 where
-    F: FnMut(&Message) -> Result<(), E> + Send + 'static,
-    E: Into<CallbackError>,
+    F: FnMut(&Message) -> R + Send + 'static,
+    R: CallbackResult,
 {
     fn call(&mut self, message: &Message) -> Result<(), CallbackError> {
-        self(message).map_err(Into::into)
+        self(message).into_callback_result()
     }
 }
 
@@ -105,8 +151,7 @@ where
 /// most [`WorkerPool::max_batch`](crate::WorkerPool::max_batch) of them (what the worker
 /// has queued of the partition at the time); for handlers that write in bulk.
 ///
-/// Any `FnMut(&[Message]) -> Result<(), E> + Send + 'static` with
-/// `E: Into<CallbackError>` is one. `Ok` means every message of the batch is handled. An
+/// Any `FnMut(&[Message]) -> R + Send + 'static` with `R:` [`CallbackResult`] is one. `Ok` means every message of the batch is handled. An
 /// error fails the batch as a whole: the [`RetryPolicy`](crate::RetryPolicy) retries the
 /// same batch, and the [`FailurePolicy`](crate::FailurePolicy) then applies to each of its
 /// messages (skipped, or dead-lettered one by one, or the manager stops before it).
@@ -115,17 +160,19 @@ pub trait BatchCallback: Send + 'static {
     fn call(&mut self, batch: &[Message]) -> Result<(), CallbackError>;
 }
 
-impl<F, E> BatchCallback for F
+impl<F, R> BatchCallback for F
 where
-    F: FnMut(&[Message]) -> Result<(), E> + Send + 'static,
-    E: Into<CallbackError>,
+    F: FnMut(&[Message]) -> R + Send + 'static,
+    R: CallbackResult,
 {
     fn call(&mut self, batch: &[Message]) -> Result<(), CallbackError> {
-        self(batch).map_err(Into::into)
+        self(batch).into_callback_result()
     }
 }
 
-/// An asynchronous per-message handler; it runs on the consumer thread's runtime.
+/// An asynchronous per-message handler. Set with `async_handler` it runs on the consumer
+/// thread's runtime; with `parallel_async_handler` each worker drives its own clone on
+/// its own current-thread runtime, one message at a time.
 #[async_trait]
 pub trait AsyncCallback: Send + 'static {
     /// Handles one message.
@@ -133,17 +180,18 @@ pub trait AsyncCallback: Send + 'static {
 }
 
 /// Adapts an async closure taking an owned [`Message`] (cloning one is cheap).
+#[derive(Clone)]
 pub(crate) struct AsyncFn<F>(pub(crate) F);
 
 #[async_trait]
-impl<F, Fut, E> AsyncCallback for AsyncFn<F>
+impl<F, Fut, R> AsyncCallback for AsyncFn<F>
 where
     F: FnMut(Message) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: Into<CallbackError>,
+    Fut: Future<Output = R> + Send,
+    R: CallbackResult,
 {
     async fn call(&mut self, message: &Message) -> Result<(), CallbackError> {
-        (self.0)(message.clone()).await.map_err(Into::into)
+        (self.0)(message.clone()).await.into_callback_result()
     }
 }
 
@@ -199,6 +247,7 @@ pub(crate) trait Handle: Send + 'static {
 pub(crate) struct SyncHandler<C>(pub(crate) C);
 
 /// An [`AsyncCallback`] as a [`Handle`].
+#[derive(Clone)]
 pub(crate) struct AsyncHandler<A>(pub(crate) A);
 
 impl<C: Callback> Handle for SyncHandler<C> {

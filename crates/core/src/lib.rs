@@ -3,7 +3,8 @@
 //!
 //! - [`MessageSource`]: a Kafka consumer, implemented by the backends (`ktm-rskafka`,
 //!   `ktm-rdkafka`, `ktm-mock`).
-//! - [`Callback`] / [`AsyncCallback`]: the per-message handler.
+//! - [`Callback`] / [`AsyncCallback`]: the per-message handler; a closure returns `()` or
+//!   `Result<(), E>` ([`CallbackResult`]). [`ThreadManagerBuilder`] lists the setters.
 //! - [`ThreadManager`]: owns the consumer thread and its lifecycle ([`State`]).
 //! - [`WorkerPool`]: optional worker threads for slow callbacks, in partition (or key)
 //!   order, with bounded queues that pause partitions at the source; also the home of
@@ -50,7 +51,8 @@ pub mod trace_context;
 pub use bootstrap::parse_bootstrap_servers;
 pub use builder::{ThreadManagerBuilder, DEFAULT_THREAD_LIFETIME};
 pub use callback::{
-    AsyncCallback, BatchCallback, Callback, CallbackError, CallbackFailure, FailureKind,
+    AsyncCallback, BatchCallback, Callback, CallbackError, CallbackFailure, CallbackResult,
+    FailureKind,
 };
 pub use callback_time::CallbackTime;
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};

@@ -30,7 +30,7 @@ struct Pending {
 /// (the Python original's `daemon=True`), so stop the manager before exiting to commit.
 ///
 /// ```
-/// # use ktm_core::{Message, MessageSource, Offsets, PollBatch, SourceError, ThreadManager, State};
+/// # use ktm_core::{MessageSource, Offsets, PollBatch, SourceError, ThreadManager, State};
 /// # use std::time::Duration;
 /// # struct Idle;
 /// # #[async_trait::async_trait]
@@ -44,10 +44,7 @@ struct Pending {
 /// #     async fn close(&mut self) -> Result<(), SourceError> { Ok(()) }
 /// # }
 /// let manager = ThreadManager::builder(Idle)
-///     .callback(|msg: &Message| -> Result<(), std::io::Error> {
-///         println!("{}@{}", msg.topic(), msg.offset());
-///         Ok(())
-///     })
+///     .callback(|msg| println!("{}@{}", msg.topic(), msg.offset()))
 ///     .thread_lifetime(None)
 ///     .build()?;
 /// manager.start()?;

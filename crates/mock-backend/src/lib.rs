@@ -3,7 +3,7 @@
 //! deterministic fault injection. For tests (yours too) and demos; no broker needed.
 //!
 //! ```
-//! use ktm_core::{Message, ThreadManager, CommitPolicy};
+//! use ktm_core::{ThreadManager, CommitPolicy};
 //! use ktm_mock::{MockCluster, Record};
 //! use std::time::Duration;
 //!
@@ -12,7 +12,7 @@
 //! cluster.fill("orders", 30, 10)?;
 //! let source = cluster.consumer("billing").subscribe(["orders"]).build()?;
 //! let manager = ThreadManager::builder(source)
-//!     .callback(|_m: &Message| -> Result<(), std::io::Error> { Ok(()) })
+//!     .callback(|_msg| {})
 //!     .commit_policy(CommitPolicy::EveryMessage)
 //!     .build()?;
 //! manager.start()?;

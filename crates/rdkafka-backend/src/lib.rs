@@ -6,7 +6,7 @@
 //! constructor, or from a ready rdkafka [`ClientConfig`](rdkafka::ClientConfig):
 //!
 //! ```no_run
-//! use ktm_core::{Message, ThreadManager};
+//! use ktm_core::ThreadManager;
 //! use ktm_rdkafka::RdkafkaSource;
 //!
 //! let source = RdkafkaSource::builder()
@@ -15,9 +15,8 @@
 //!     .group_id("billing")
 //!     .build()?;
 //! let manager = ThreadManager::builder(source)
-//!     .callback(|msg: &Message| -> Result<(), std::io::Error> {
+//!     .callback(|msg| {
 //!         println!("{}[{}]@{}", msg.topic(), msg.partition(), msg.offset());
-//!         Ok(())
 //!     })
 //!     .build()?;
 //! manager.start()?;

@@ -45,7 +45,7 @@ pub(crate) struct PerMessage<C>(pub(crate) SyncHandler<C>);
 
 /// Messages a per-message worker takes at once: its reports (and so commits) follow
 /// each run, and one lock per run keeps the queue cheap for fast callbacks.
-const PER_MESSAGE_RUN: usize = 64;
+pub(super) const PER_MESSAGE_RUN: usize = 64;
 /// How long a per-message run may go before what it handled is reported, so slow
 /// callbacks still move the commit (and `health()`) along promptly.
 const REPORT_WITHIN: Duration = Duration::from_millis(50);
@@ -60,33 +60,44 @@ impl<C: Callback> RunHandler for PerMessage<C> {
         run: &[Message],
         must_end: &dyn Fn() -> bool,
     ) -> (RunOutcome, Option<Duration>) {
-        let mut sample = None;
-        // Asked once per run: a span per callback only when TRACE is on for us.
-        let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
-        let started = Instant::now();
-        for (i, message) in run.iter().enumerate() {
-            if must_end() {
-                return (RunOutcome::Halted { handled: i }, sample);
-            }
-            if i > 0 && started.elapsed() >= REPORT_WITHIN {
-                return (RunOutcome::Yielded { handled: i }, sample);
-            }
-            let _span = traced.then(|| callback_span(std::slice::from_ref(message)).entered());
-            if let Err(failure) = self.0.call_sync(message) {
-                let outcome = RunOutcome::Failed {
-                    handled: i,
-                    failed: 1,
-                    failure,
-                };
-                return (outcome, sample);
-            }
-            // The first message of a run is the run's sample.
-            if i == 0 {
-                sample = Some(started.elapsed());
-            }
-        }
-        (RunOutcome::Done, sample)
+        per_message(run, must_end, |message| self.0.call_sync(message))
     }
+}
+
+/// The per-message loop of every per-message handler, sync or async: `call` handles one
+/// message. Between messages it ends the run when told to, and yields once the run took
+/// [`REPORT_WITHIN`]; each call gets a `callback` span when TRACE is on.
+pub(super) fn per_message(
+    run: &[Message],
+    must_end: &dyn Fn() -> bool,
+    mut call: impl FnMut(&Message) -> Result<(), Box<CallbackFailure>>,
+) -> (RunOutcome, Option<Duration>) {
+    let mut sample = None;
+    // Asked once per run: a span per callback only when TRACE is on for us.
+    let traced = tracing::enabled!(target: "ktm_core::callback", tracing::Level::TRACE);
+    let started = Instant::now();
+    for (i, message) in run.iter().enumerate() {
+        if must_end() {
+            return (RunOutcome::Halted { handled: i }, sample);
+        }
+        if i > 0 && started.elapsed() >= REPORT_WITHIN {
+            return (RunOutcome::Yielded { handled: i }, sample);
+        }
+        let _span = traced.then(|| callback_span(std::slice::from_ref(message)).entered());
+        if let Err(failure) = call(message) {
+            let outcome = RunOutcome::Failed {
+                handled: i,
+                failed: 1,
+                failure,
+            };
+            return (outcome, sample);
+        }
+        // The first message of a run is the run's sample.
+        if i == 0 {
+            sample = Some(started.elapsed());
+        }
+    }
+    (RunOutcome::Done, sample)
 }
 
 /// A [`BatchCallback`], called once per run: a run is its batch.

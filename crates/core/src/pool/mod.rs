@@ -5,6 +5,7 @@
 //! to the worker its partition (or key) is routed to, and commits a partition only up to
 //! the first offset whose callback has not finished.
 
+mod async_handler;
 mod dispatch;
 mod handler;
 mod in_flight;
@@ -12,6 +13,7 @@ mod ownership;
 mod queue;
 mod worker;
 
+pub(crate) use async_handler::PerMessageAsync;
 pub(crate) use dispatch::{Dispatcher, Report, Settled, WorkEvent};
 pub(crate) use handler::{PerBatch, PerMessage, RunHandler};
 pub(crate) use worker::{spawn_workers, WorkerSettings};
