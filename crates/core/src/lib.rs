@@ -25,6 +25,7 @@ mod builder;
 mod callback;
 mod callback_time;
 mod config;
+mod config_error;
 mod consumer_config;
 mod dead_letter;
 mod error;
@@ -56,9 +57,9 @@ pub use callback::{
 };
 pub use callback_time::CallbackTime;
 pub use config::{CommitPolicy, FailurePolicy, RetryBackoff, RetryPolicy};
+pub use config_error::ConfigError;
 pub use consumer_config::{
-    check_topic_name, ConfigError, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel,
-    Subscription,
+    check_topic_name, ConsumerConfig, ConsumerConfigBuilder, IsolationLevel, Subscription,
 };
 pub use dead_letter::{
     DeadLetter, DeadLetterProducer, DeadLetterRecord, HEADER_ATTEMPTS, HEADER_ERROR,
