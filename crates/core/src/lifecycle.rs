@@ -5,6 +5,7 @@ use std::fmt;
 
 /// Where a [`ThreadManager`](crate::ThreadManager) is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// Built, not started.
     Created,
@@ -41,6 +42,7 @@ impl fmt::Display for State {
 
 /// What moves the lifecycle on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Trigger {
     /// `start()` spawned the thread.
     Start,
