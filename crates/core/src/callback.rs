@@ -19,6 +19,11 @@ pub enum FailureKind {
     Retryable,
     /// Another attempt will fail the same way (a malformed payload).
     Permanent,
+    /// The message's payload could not be decoded into the handler's type (see
+    /// [`Decode`](crate::Decode)): the handler never saw it. Permanent, and counted as
+    /// [`Counts::decode_failures`](crate::Counts::decode_failures) rather than as a
+    /// callback failure.
+    Undecodable,
 }
 
 /// The error a callback returns.
@@ -45,6 +50,15 @@ impl CallbackError {
         Self {
             error: error.into(),
             kind: FailureKind::Permanent,
+        }
+    }
+
+    /// A message that could not be decoded (see [`Decode`](crate::Decode)): never
+    /// retried, and counted apart from callback failures.
+    pub fn undecodable(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: error.into(),
+            kind: FailureKind::Undecodable,
         }
     }
 
@@ -213,6 +227,19 @@ pub struct CallbackFailure {
     pub panicked: bool,
     /// Whether the callback said retrying may help; a panic is permanent.
     pub kind: FailureKind,
+}
+
+impl CallbackFailure {
+    /// The failure's kind as the dead letter's
+    /// [`HEADER_FAILURE_KIND`](crate::HEADER_FAILURE_KIND) names it.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            _ if self.panicked => "panic",
+            FailureKind::Retryable => "retryable",
+            FailureKind::Permanent => "permanent",
+            FailureKind::Undecodable => "undecodable",
+        }
+    }
 }
 
 impl fmt::Display for CallbackFailure {

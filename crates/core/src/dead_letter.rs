@@ -20,6 +20,10 @@ pub const HEADER_SOURCE_OFFSET: &str = "ktm.dlq.source.offset";
 pub const HEADER_ATTEMPTS: &str = "ktm.dlq.attempts";
 /// Header holding the last error's text (or the panic's message).
 pub const HEADER_ERROR: &str = "ktm.dlq.error";
+/// Header saying what kind of failure it was: `retryable` (retries ran out),
+/// `permanent`, `panic`, or `undecodable` (the payload did not decode; the handler never
+/// saw it).
+pub const HEADER_FAILURE_KIND: &str = "ktm.dlq.failure.kind";
 
 /// The last error is cut to this many bytes in its header: a runaway error text must not
 /// make the dead letter too large for the broker, which would block the partition.

@@ -28,6 +28,7 @@ mod config;
 mod config_error;
 mod consumer_config;
 mod dead_letter;
+pub mod decode;
 mod error;
 mod launch;
 pub mod lifecycle;
@@ -63,8 +64,12 @@ pub use consumer_config::{
 };
 pub use dead_letter::{
     DeadLetter, DeadLetterProducer, DeadLetterRecord, HEADER_ATTEMPTS, HEADER_ERROR,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
+    HEADER_FAILURE_KIND, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+pub use decode::Json;
+pub use decode::{Decode, DecodeError, Typed, TypedAsync, Utf8};
 pub use error::{BoxError, BuildError, Error, Result, SharedError, SourceError, SourceErrorKind};
 pub use lifecycle::{State, StateChange, Trigger};
 pub use manager::ThreadManager;

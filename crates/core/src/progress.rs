@@ -43,6 +43,7 @@ pub(crate) struct FailureCounts {
     pub(crate) retries: u64,
     pub(crate) dead_lettered: u64,
     pub(crate) skipped: u64,
+    pub(crate) decode_failures: u64,
 }
 
 #[derive(Default)]
@@ -199,6 +200,7 @@ impl Progress {
                     retries: p.failures.retries,
                     dead_lettered: p.failures.dead_lettered,
                     skipped: p.failures.skipped,
+                    decode_failures: p.failures.decode_failures,
                     callback_time: p.callback_time.summary(),
                     last_progress: p.progressed_at,
                 }

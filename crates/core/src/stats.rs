@@ -85,6 +85,9 @@ pub struct Counts {
     pub dead_lettered: u64,
     /// Messages skipped by the failure policy.
     pub skipped: u64,
+    /// Messages whose payload did not decode (see [`Decode`](crate::Decode)); their
+    /// handler never ran, and they are not counted as callback failures.
+    pub decode_failures: u64,
     /// Failed attempts to produce a dead letter (a transient failure is retried, the
     /// offset staying uncommitted meanwhile).
     pub dead_letter_errors: u64,
@@ -148,6 +151,9 @@ pub struct PartitionStats {
     pub dead_lettered: u64,
     /// Messages skipped by the failure policy.
     pub skipped: u64,
+    /// Messages whose payload did not decode (see [`Decode`](crate::Decode)); their
+    /// handler never ran, and they are not counted as callback failures.
+    pub decode_failures: u64,
     /// Sampled callback durations; `None` before the first sample.
     pub callback_time: Option<CallbackTime>,
     /// When the position last moved (or the partition was first seen).
@@ -176,6 +182,7 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) decode_failures: AtomicU64,
     pub(crate) dead_letter_errors: AtomicU64,
     pub(crate) poll_errors: AtomicU64,
     pub(crate) commit_errors: AtomicU64,
@@ -207,6 +214,7 @@ impl Counters {
             retries: Self::read(&self.retries),
             dead_lettered: Self::read(&self.dead_lettered),
             skipped: Self::read(&self.skipped),
+            decode_failures: Self::read(&self.decode_failures),
             dead_letter_errors: Self::read(&self.dead_letter_errors),
             poll_errors: Self::read(&self.poll_errors),
             commit_errors: Self::read(&self.commit_errors),

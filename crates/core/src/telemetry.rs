@@ -12,6 +12,7 @@
 //! | `ktm_retries_total` | counter | callback attempts after a message's first |
 //! | `ktm_dead_lettered_total` | counter | messages produced to the dead-letter topic |
 //! | `ktm_skipped_total` | counter | messages skipped by the failure policy |
+//! | `ktm_decode_failures_total` | counter | messages whose payload did not decode (the handler never ran) |
 //! | `ktm_position` | gauge | next offset to handle |
 //! | `ktm_committed_offset` | gauge | last committed position |
 //! | `ktm_high_watermark` | gauge | the broker's high watermark, as last reported |
@@ -69,6 +70,7 @@ struct PartitionMetrics {
     retries: Total,
     dead_lettered: Total,
     skipped: Total,
+    decode_failures: Total,
     position: Gauge,
     committed: Gauge,
     high_watermark: Gauge,
@@ -90,6 +92,7 @@ impl PartitionMetrics {
             retries: Total::new(counter!("ktm_retries_total", labels.iter())),
             dead_lettered: Total::new(counter!("ktm_dead_lettered_total", labels.iter())),
             skipped: Total::new(counter!("ktm_skipped_total", labels.iter())),
+            decode_failures: Total::new(counter!("ktm_decode_failures_total", labels.iter())),
             position: gauge!("ktm_position", labels.iter()),
             committed: gauge!("ktm_committed_offset", labels.iter()),
             high_watermark: gauge!("ktm_high_watermark", labels.iter()),
@@ -104,6 +107,7 @@ impl PartitionMetrics {
         self.retries.publish(p.retries);
         self.dead_lettered.publish(p.dead_lettered);
         self.skipped.publish(p.skipped);
+        self.decode_failures.publish(p.decode_failures);
         let set = |g: &Gauge, v: Option<i64>| {
             if let Some(v) = v {
                 g.set(v as f64);

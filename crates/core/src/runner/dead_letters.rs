@@ -9,11 +9,13 @@ use tracing::{error, warn, Instrument};
 
 use super::settle::Settlement;
 use super::{Mode, Runner};
+use bytes::Bytes;
+
 use crate::backoff::Backoff;
 use crate::stats::Counters;
 use crate::{
-    CallbackFailure, DeadLetterRecord, FailurePolicy, Message, RetryBackoff, SharedError,
-    SourceError, StopReason, TopicPartition,
+    CallbackFailure, DeadLetterRecord, FailurePolicy, Header, Message, RetryBackoff, SharedError,
+    SourceError, StopReason, TopicPartition, HEADER_FAILURE_KIND,
 };
 
 /// A message given up on, with what its dead letter records.
@@ -144,9 +146,13 @@ impl<M: Mode> Runner<M> {
                 dead_letter_topic = %destination);
             #[cfg(feature = "opentelemetry")]
             crate::trace_context::adopt(&span, std::slice::from_ref(&message));
-            let record = span.in_scope(|| {
+            let mut record = span.in_scope(|| {
                 DeadLetterRecord::new(destination, &message, head.attempts, &head.failure.reason)
             });
+            record.headers.push(Header::new(
+                HEADER_FAILURE_KIND,
+                Some(Bytes::from_static(head.failure.kind_name().as_bytes())),
+            ));
             let sent = dead_letter.producer.send(&record).instrument(span).await;
             let queue = &mut self.dead_letters.queues[idx];
             match sent {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::progress::Progress;
 use crate::shared::{lock, Shared};
 use crate::stats::Counters;
-use crate::{CallbackFailure, Message, TopicPartition};
+use crate::{CallbackFailure, FailureKind, Message, TopicPartition};
 
 /// How a message was settled.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -107,10 +107,17 @@ impl Ledger {
         self.since_commit += n;
     }
 
-    /// Counts a failed callback attempt (an error or a panic) and keeps it as the last error.
+    /// Counts a failed attempt (an error or a panic of the callback, or a message that
+    /// did not decode, counted apart) and keeps it as the last error.
     pub(super) fn count_failed_attempt(&mut self, tp: &TopicPartition, failure: &CallbackFailure) {
-        Counters::bump(&self.shared.counters.callback_failures);
-        self.progress.failures_of(tp).failures += 1;
+        let counts = self.progress.failures_of(tp);
+        if failure.kind == FailureKind::Undecodable {
+            Counters::bump(&self.shared.counters.decode_failures);
+            counts.decode_failures += 1;
+        } else {
+            Counters::bump(&self.shared.counters.callback_failures);
+            counts.failures += 1;
+        }
         lock(&self.shared.live).last_error = Some(failure.to_string());
     }
 
