@@ -11,7 +11,7 @@ use bytes::Bytes;
 use kafka_thread_manager::{
     CommitPolicy, DeadLetter, DeadLetterProducer, FailurePolicy, Message, MessageSource,
     OffsetReset, RetryPolicy, State, StopReason, ThreadManager, ThreadManagerBuilder,
-    TopicPartition, WorkerPool,
+    TopicPartition, Typed, Utf8, WorkerPool,
 };
 
 /// A record to produce.
@@ -541,6 +541,106 @@ fn failure_policy_run(f: &dyn Fixture, policy: &str) {
     }
 }
 
+/// Typed handlers: the payload is decoded (here as UTF-8) before the handler runs. A
+/// record that does not decode (bad bytes, a tombstone) never reaches the handler: it is
+/// dead-lettered at once with the decode error, never retried, counted as a decode
+/// failure, and the commit moves past it.
+pub fn typed_handler(f: &dyn Fixture) {
+    let topic = f.topic("typed");
+    let dead_letters = format!("{topic}.dlq");
+    f.create_topic(&topic, 1);
+    f.create_topic(&dead_letters, 1);
+    let undecodable = |i: usize| i % 7 == 3 || i == 20;
+    let records = (0..40)
+        .map(|i| match i {
+            20 => TestRecord::default(), // a tombstone: no payload to decode
+            i if undecodable(i) => TestRecord {
+                payload: Some(Bytes::from_static(b"\xff\xfe not UTF-8")),
+                ..TestRecord::default()
+            },
+            i => TestRecord::payload(&format!("text {i} \u{e9}")),
+        })
+        .collect();
+    f.produce(&topic, 0, records);
+    let typed: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let sink = Arc::clone(&typed);
+    let m = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Earliest))
+        .handler(Typed::new(Utf8, move |text, msg| {
+            sink.lock().unwrap().push((msg.offset(), text));
+        }))
+        .retry_policy(
+            RetryPolicy::retries(3).backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        )
+        .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(
+            f.dead_letter_producer(),
+        )))
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    wait_for(f.patience() * 4, "offset 40 committed", || {
+        m.stats().committed.get(&tp) == Some(40)
+    });
+    let report = m.stop().unwrap();
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+    let bad: Vec<i64> = (0..40)
+        .filter(|&i| undecodable(i))
+        .map(|i| i as i64)
+        .collect();
+    let expected: Vec<(i64, String)> = (0..40)
+        .filter(|&i| !undecodable(i))
+        .map(|i| (i as i64, format!("text {i} \u{e9}")))
+        .collect();
+    assert_eq!(
+        *typed.lock().unwrap(),
+        expected,
+        "every valid record, typed, once"
+    );
+    let c = report.counts;
+    assert_eq!(
+        (
+            c.decode_failures,
+            c.callback_failures,
+            c.retries,
+            c.dead_lettered
+        ),
+        (bad.len() as u64, 0, 0, bad.len() as u64),
+        "{c:?}"
+    );
+    let dead = f.read_all(&dead_letters, 0);
+    let offsets: Vec<i64> = dead
+        .iter()
+        .map(|d| {
+            assert_eq!(d.header("ktm.dlq.failure.kind"), Some(&b"undecodable"[..]));
+            assert_eq!(
+                d.header("ktm.dlq.attempts"),
+                Some(&b"1"[..]),
+                "never retried"
+            );
+            std::str::from_utf8(d.header("ktm.dlq.source.offset").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        offsets, bad,
+        "each undecodable record dead-lettered once, in order"
+    );
+    let error =
+        |i: usize| String::from_utf8_lossy(dead[i].header("ktm.dlq.error").unwrap()).into_owned();
+    assert!(error(0).contains("UTF-8"), "{}", error(0));
+    let tombstone = bad.iter().position(|&o| o == 20).unwrap();
+    assert!(
+        error(tombstone).contains("no payload"),
+        "{}",
+        error(tombstone)
+    );
+}
+
 /// The worker pool: per-partition order on parallel workers, with queues so small that
 /// partitions are paused and resumed at the source; what was handled is committed, and
 /// a batch callback in the same group resumes right after it, in ordered batches.
@@ -671,7 +771,7 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@tests $fixture;
             lifecycle_and_lifetime, stop_latency_is_bounded, at_least_once_under_callback_failure,
             commit_on_stop_and_resume, commit_on_revoke, keys_headers_and_payloads,
-            offset_reset_policies, bad_config_errors, failure_policies, worker_pool,
+            offset_reset_policies, bad_config_errors, failure_policies, typed_handler, worker_pool,
             worker_pool_async);
     };
     (@tests $fixture:expr; $($name:ident),*) => {
