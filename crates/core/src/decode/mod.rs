@@ -35,6 +35,7 @@
 
 #[cfg(feature = "json")]
 mod json;
+pub mod schema_registry;
 mod typed;
 
 use std::fmt;
