@@ -8,8 +8,9 @@
 //! format, bytes that do not read under the writer's schema and an id the registry does
 //! not know are permanent ([`FailureKind::Undecodable`](crate::FailureKind::Undecodable):
 //! dead-lettered, skipped or stopping the manager as the failure policy says); a registry
-//! that did not answer is transient ([`DecodeError::SchemaUnavailable`]) and the message
-//! is retried under the retry policy.
+//! that did not answer is transient
+//! ([`DecodeError::SchemaUnavailable`](crate::DecodeError::SchemaUnavailable)) and the
+//! message is retried under the retry policy.
 //!
 //! ```no_run
 //! # #[cfg(all(feature = "avro", feature = "schema-registry"))]
