@@ -87,3 +87,69 @@ impl<L: fmt::Debug> fmt::Debug for CachedLookup<L> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::schema_registry::SchemaType;
+    use crate::DecodeError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Knows id 1, fails id 2 as unavailable, and counts every question.
+    #[derive(Default)]
+    struct Counting {
+        asked: AtomicUsize,
+    }
+
+    impl SchemaLookup for Counting {
+        fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, LookupError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            match id {
+                1 => Ok(Arc::new(RegisteredSchema::new(
+                    1,
+                    SchemaType::Avro,
+                    "\"int\"",
+                ))),
+                2 => Err(LookupError::Unavailable {
+                    id,
+                    source: "down".into(),
+                }),
+                _ => Err(LookupError::Unknown { id }),
+            }
+        }
+    }
+
+    #[test]
+    fn a_found_schema_is_asked_once_and_failures_every_time() {
+        let cached = CachedLookup::new(Counting::default());
+        for _ in 0..3 {
+            assert_eq!(cached.schema(1).unwrap().id, 1);
+        }
+        assert_eq!(cached.inner().asked.load(Ordering::SeqCst), 1);
+        for _ in 0..2 {
+            assert!(matches!(
+                cached.schema(2),
+                Err(LookupError::Unavailable { id: 2, .. })
+            ));
+            assert!(matches!(
+                cached.schema(3),
+                Err(LookupError::Unknown { id: 3 })
+            ));
+        }
+        assert_eq!(cached.inner().asked.load(Ordering::SeqCst), 5);
+        assert_eq!(cached.len(), 1);
+    }
+
+    #[test]
+    fn lookup_errors_map_to_decode_errors_of_the_right_permanence() {
+        let unknown = DecodeError::from(LookupError::Unknown { id: 3 });
+        assert!(matches!(unknown, DecodeError::UnknownSchema { id: 3 }) && !unknown.is_transient());
+        let down = DecodeError::from(LookupError::Unavailable {
+            id: 2,
+            source: "down".into(),
+        });
+        assert!(
+            matches!(down, DecodeError::SchemaUnavailable { id: 2, .. }) && down.is_transient()
+        );
+    }
+}
