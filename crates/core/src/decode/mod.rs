@@ -3,10 +3,11 @@
 //! read.
 //!
 //! A message that does not decode is a permanent failure of that message
-//! ([`FailureKind::Undecodable`]): it is never retried, the [`FailurePolicy`](crate::FailurePolicy)
-//! settles it (a dead letter with the decode error in its headers, a skip, or a stop), and
-//! it is counted as [`Counts::decode_failures`](crate::Counts::decode_failures). A decoder
-//! that could not decode *now* (a schema registry that did not answer) says so with
+//! ([`FailureKind::Undecodable`](crate::FailureKind::Undecodable)): it is never retried,
+//! the [`FailurePolicy`](crate::FailurePolicy) settles it (a dead letter with the decode
+//! error in its headers, a skip, or a stop), and it is counted as
+//! [`Counts::decode_failures`](crate::Counts::decode_failures). A decoder that could not
+//! decode *now* (a schema registry that did not answer) says so with
 //! [`DecodeError::is_transient`], and the message is retried under the
 //! [`RetryPolicy`](crate::RetryPolicy) like a retryable callback error.
 //!
@@ -35,6 +36,7 @@
 
 #[cfg(feature = "json")]
 mod json;
+pub mod schema_registry;
 mod typed;
 
 use std::fmt;
