@@ -641,6 +641,22 @@ pub fn typed_handler(f: &dyn Fixture) {
     );
 }
 
+/// A topic mixing JSON and schema-registry Avro records, valid and not: see
+/// `mixed_payloads.rs`. Needs the `json`, `avro` and `schema-registry` features (CI runs
+/// with all of them).
+pub fn mixed_payloads(f: &dyn Fixture) {
+    #[cfg(all(feature = "json", feature = "avro", feature = "schema-registry"))]
+    mixed_payloads::run(f);
+    #[cfg(not(all(feature = "json", feature = "avro", feature = "schema-registry")))]
+    println!(
+        "skipped mixed_payloads on {}: needs the json, avro and schema-registry features",
+        f.name()
+    );
+}
+
+#[cfg(all(feature = "json", feature = "avro", feature = "schema-registry"))]
+mod mixed_payloads;
+
 /// The worker pool: per-partition order on parallel workers, with queues so small that
 /// partitions are paused and resumed at the source; what was handled is committed, and
 /// a batch callback in the same group resumes right after it, in ordered batches.
@@ -771,7 +787,7 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@tests $fixture;
             lifecycle_and_lifetime, stop_latency_is_bounded, at_least_once_under_callback_failure,
             commit_on_stop_and_resume, commit_on_revoke, keys_headers_and_payloads,
-            offset_reset_policies, bad_config_errors, failure_policies, typed_handler, worker_pool,
+            offset_reset_policies, bad_config_errors, failure_policies, typed_handler, mixed_payloads, worker_pool,
             worker_pool_async);
     };
     (@tests $fixture:expr; $($name:ident),*) => {
