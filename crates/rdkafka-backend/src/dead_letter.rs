@@ -389,6 +389,14 @@ impl DeadLetterProducer for RdkafkaDeadLetterProducer {
         BACKEND
     }
 
+    async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
+        let (producer, name) = (self.producer()?, topic.to_owned());
+        crate::describe::partition_count(topic, move |timeout| {
+            producer.client().fetch_metadata(Some(&name), timeout)
+        })
+        .await
+    }
+
     async fn send(&mut self, record: &DeadLetterRecord) -> Result<(), SourceError> {
         // librdkafka gives up at `message.timeout.ms`; this bounds the metadata request
         // and a delivery report that never comes as well.

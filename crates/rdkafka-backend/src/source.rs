@@ -231,6 +231,34 @@ impl MessageSource for RdkafkaSource {
         BACKEND
     }
 
+    async fn describe(&mut self) -> Result<ktm_core::SourceDescription, SourceError> {
+        let topics = match &self.subscription {
+            Subscription::Partitions(p) => {
+                let mut t: Vec<String> = p.iter().map(|tp| tp.topic().to_owned()).collect();
+                t.sort();
+                t.dedup();
+                t
+            }
+            Subscription::Topics(t) => t.clone(),
+            other => {
+                return Err(SourceError::fatal(
+                    BACKEND,
+                    format!("unsupported subscription {other:?}"),
+                ))
+            }
+        };
+        crate::describe::describe(crate::describe::DescribeInput {
+            config: self.config.clone(),
+            subscription: self.subscription.clone(),
+            topics,
+            context: GroupContext::new(
+                self.config.get("isolation.level") != Some("read_uncommitted"),
+                self.oauth.clone(),
+            ),
+        })
+        .await
+    }
+
     async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
         self.ensure_running()?;
         if let Some(e) = self.pending_error.take() {

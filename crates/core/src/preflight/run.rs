@@ -77,7 +77,9 @@ impl ThreadManager {
             )
             .await
         });
-        drop(runtime);
+        // Not a plain drop, which would wait for blocking tasks a backend started (a
+        // librdkafka request past the timeout): the preflight is over either way.
+        runtime.shutdown_background();
         let (description, dead_letters) =
             asked.map_err(|_| PreflightError::TimedOut(settings.timeout))??;
         let backend = pending.source.backend();
