@@ -8,14 +8,18 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_thread_manager::{
-    GroupStatus, OffsetReset, PreflightError, ThreadManager, ThreadManagerBuilder, TopicDescription,
+    CallbackError, CommitPolicy, GroupStatus, Message, OffsetReset, PreflightError, ThreadManager,
+    ThreadManagerBuilder, TopicDescription,
 };
+use rskafka::client::partition::Compression;
 use support::KafkaBroker;
 
-/// Builds a manager over `topic` in `group`, dead-lettering to `<topic>.dlq`.
+/// A builder (without its handler) over `topic` in `group`, dead-lettering to
+/// `<topic>.dlq`.
 type Backend = fn(bootstrap: &str, topic: &str, group: &str) -> ThreadManagerBuilder;
 
 /// A name no other test or run uses.
@@ -43,6 +47,7 @@ fn ok_report_with_partition_counts(test: &str, backend: Backend) {
         broker.create_topic(&topic, 3);
         broker.create_topic(&format!("{topic}.dlq"), 2);
         let manager = backend(&broker.bootstrap, &topic, &unique("group"))
+            .callback(|_msg| {})
             .build()
             .unwrap();
         let report = manager.preflight().unwrap();
@@ -63,6 +68,7 @@ fn missing_topic_fails(test: &str, backend: Backend) {
     for broker in brokers(test) {
         let topic = unique("absent");
         let manager = backend(&broker.bootstrap, &topic, &unique("group"))
+            .callback(|_msg| {})
             .build()
             .unwrap();
         assert_eq!(
@@ -79,6 +85,7 @@ fn missing_dead_letter_topic_fails(test: &str, backend: Backend) {
         let topic = unique("nodlq");
         broker.create_topic(&topic, 1);
         let manager = backend(&broker.bootstrap, &topic, &unique("group"))
+            .callback(|_msg| {})
             .build()
             .unwrap();
         assert_eq!(
@@ -89,6 +96,50 @@ fn missing_dead_letter_topic_fails(test: &str, backend: Backend) {
             "on {}",
             broker.bootstrap
         );
+    }
+}
+
+/// Preflight connects on a runtime of its own: afterwards the source still consumes
+/// and the producer still dead-letters, on the consumer thread's.
+fn consumes_and_dead_letters_after_preflight(test: &str, backend: Backend) {
+    for broker in brokers(test) {
+        let topic = unique("after");
+        let dlq = format!("{topic}.dlq");
+        broker.create_topic(&topic, 1);
+        broker.create_topic(&dlq, 1);
+        let payloads = [b"a".to_vec(), b"poison".to_vec(), b"c".to_vec()];
+        let records = payloads
+            .iter()
+            .map(|p| support::record(None, Some(p.clone()), BTreeMap::new()))
+            .collect();
+        broker.produce(&topic, 0, records, Compression::NoCompression);
+        let manager = backend(&broker.bootstrap, &topic, &unique("group"))
+            .callback(|msg: &Message| match msg.payload() {
+                Some(b"poison") => Err(CallbackError::permanent("poison")),
+                _ => Ok(()),
+            })
+            .commit_policy(CommitPolicy::EveryMessage)
+            .thread_lifetime(None)
+            .preflight_on_start(true)
+            .build()
+            .unwrap();
+        manager.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while manager.stats().counts.dead_lettered < 1
+            || manager.stats().counts.messages_handled < 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "on {}: {:?}",
+                broker.bootstrap,
+                manager.stats()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        manager.stop().unwrap();
+        let dead = broker.read_all(&dlq, 0);
+        assert_eq!(dead.len(), 1, "on {}", broker.bootstrap);
+        assert_eq!(dead[0].1.value.as_deref(), Some(&b"poison"[..]));
     }
 }
 
@@ -114,7 +165,6 @@ mod rskafka_backend {
             .build()
             .unwrap();
         ThreadManager::builder(source)
-            .callback(|_msg| {})
             .failure_policy(FailurePolicy::dead_letter(DeadLetter::new(producer)))
     }
 
@@ -131,6 +181,14 @@ mod rskafka_backend {
     #[test]
     fn rskafka_missing_dead_letter_topic_fails() {
         missing_dead_letter_topic_fails("rskafka_missing_dead_letter_topic_fails", backend);
+    }
+
+    #[test]
+    fn rskafka_consumes_and_dead_letters_after_preflight() {
+        consumes_and_dead_letters_after_preflight(
+            "rskafka_consumes_and_dead_letters_after_preflight",
+            backend,
+        );
     }
 }
 
@@ -151,7 +209,6 @@ mod rdkafka_backend {
             .build()
             .unwrap();
         ThreadManager::builder(source)
-            .callback(|_msg| {})
             .failure_policy(FailurePolicy::dead_letter(DeadLetter::new(producer)))
     }
 
@@ -168,5 +225,13 @@ mod rdkafka_backend {
     #[test]
     fn rdkafka_missing_dead_letter_topic_fails() {
         missing_dead_letter_topic_fails("rdkafka_missing_dead_letter_topic_fails", backend);
+    }
+
+    #[test]
+    fn rdkafka_consumes_and_dead_letters_after_preflight() {
+        consumes_and_dead_letters_after_preflight(
+            "rdkafka_consumes_and_dead_letters_after_preflight",
+            backend,
+        );
     }
 }

@@ -390,9 +390,12 @@ impl DeadLetterProducer for RdkafkaDeadLetterProducer {
     }
 
     async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
-        let (producer, name) = (self.producer()?, topic.to_owned());
+        let producer = self.producer()?;
+        // Every topic's metadata, not this topic's: a producer's request for a topic
+        // makes a broker with `auto.create.topics.enable` create it, and preflight
+        // must find out whether it exists, not make it exist.
         crate::describe::partition_count(topic, move |timeout| {
-            producer.client().fetch_metadata(Some(&name), timeout)
+            producer.client().fetch_metadata(None, timeout)
         })
         .await
     }

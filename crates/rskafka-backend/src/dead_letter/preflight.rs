@@ -18,8 +18,9 @@ impl RskafkaDeadLetterProducer {
             .await
             .map_err(|e| classify("reading the metadata", e));
         if !kept {
-            // Preflight runs on a runtime of its own, gone afterwards: a client
-            // connected there must not be the one `send` uses on the consumer thread.
+            // Preflight runs on a runtime of its own, gone afterwards, and with it the
+            // tasks of the connections made there: `send`, on the consumer thread's
+            // runtime, starts from a client of its own instead of from dead ones.
             self.client = None;
         }
         let count = listed?
