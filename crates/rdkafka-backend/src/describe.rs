@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use ktm_core::{
-    GroupStatus, SourceDescription, SourceError, Subscribed, Subscription, TopicDescription,
+    GroupStatus, OAuthTokenProvider, SourceDescription, SourceError, Subscribed, Subscription,
+    TopicDescription,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -22,10 +23,43 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `describe` needs of the source, owned so it can move to the blocking pool.
 pub(crate) struct DescribeInput {
-    pub(crate) config: ClientConfig,
-    pub(crate) subscription: Subscription,
-    pub(crate) topics: Vec<String>,
-    pub(crate) context: GroupContext,
+    config: ClientConfig,
+    subscription: Subscription,
+    topics: Vec<String>,
+    context: GroupContext,
+}
+
+impl DescribeInput {
+    /// From the source's settings; the context as the source's own consumer gets it
+    /// (OAUTHBEARER tokens come through it).
+    pub(crate) fn new(
+        config: &ClientConfig,
+        subscription: &Subscription,
+        oauth: Option<OAuthTokenProvider>,
+    ) -> Result<Self, SourceError> {
+        let topics = match subscription {
+            Subscription::Partitions(p) => {
+                let mut t: Vec<String> = p.iter().map(|tp| tp.topic().to_owned()).collect();
+                t.sort();
+                t.dedup();
+                t
+            }
+            Subscription::Topics(t) => t.clone(),
+            other => {
+                return Err(SourceError::fatal(
+                    BACKEND,
+                    format!("unsupported subscription {other:?}"),
+                ))
+            }
+        };
+        let read_committed = config.get("isolation.level") != Some("read_uncommitted");
+        Ok(Self {
+            config: config.clone(),
+            subscription: subscription.clone(),
+            topics,
+            context: GroupContext::new(read_committed, oauth),
+        })
+    }
 }
 
 /// Describes the subscription on a blocking thread.

@@ -23,6 +23,7 @@ use crate::config::{
 };
 use crate::context::GroupContext;
 use crate::convert::{partition_list, to_tpl, MessageConverter};
+use crate::describe::DescribeInput;
 use crate::error::source_error;
 use crate::fetch_queue::FetchQueue;
 use crate::passed::PassedOver;
@@ -232,31 +233,8 @@ impl MessageSource for RdkafkaSource {
     }
 
     async fn describe(&mut self) -> Result<ktm_core::SourceDescription, SourceError> {
-        let topics = match &self.subscription {
-            Subscription::Partitions(p) => {
-                let mut t: Vec<String> = p.iter().map(|tp| tp.topic().to_owned()).collect();
-                t.sort();
-                t.dedup();
-                t
-            }
-            Subscription::Topics(t) => t.clone(),
-            other => {
-                return Err(SourceError::fatal(
-                    BACKEND,
-                    format!("unsupported subscription {other:?}"),
-                ))
-            }
-        };
-        crate::describe::describe(crate::describe::DescribeInput {
-            config: self.config.clone(),
-            subscription: self.subscription.clone(),
-            topics,
-            context: GroupContext::new(
-                self.config.get("isolation.level") != Some("read_uncommitted"),
-                self.oauth.clone(),
-            ),
-        })
-        .await
+        let input = DescribeInput::new(&self.config, &self.subscription, self.oauth.clone())?;
+        crate::describe::describe(input).await
     }
 
     async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
