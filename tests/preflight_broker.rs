@@ -154,7 +154,7 @@ mod rskafka_backend {
 
     use super::*;
 
-    fn backend(bootstrap: &str, topic: &str, group: &str) -> ThreadManagerBuilder {
+    pub(super) fn backend(bootstrap: &str, topic: &str, group: &str) -> ThreadManagerBuilder {
         let config = RskafkaSource::builder()
             .config(config(bootstrap, topic, group))
             .build_config()
@@ -199,7 +199,7 @@ mod rdkafka_backend {
 
     use super::*;
 
-    fn backend(bootstrap: &str, topic: &str, group: &str) -> ThreadManagerBuilder {
+    pub(super) fn backend(bootstrap: &str, topic: &str, group: &str) -> ThreadManagerBuilder {
         let source = RdkafkaSource::builder()
             .config(config(bootstrap, topic, group))
             .build()
@@ -233,5 +233,46 @@ mod rdkafka_backend {
             "rdkafka_consumes_and_dead_letters_after_preflight",
             backend,
         );
+    }
+}
+
+/// The coordinator refusing the group, scripted on librdkafka's mock cluster (a real
+/// broker would need ACLs): FindCoordinator answers GROUP_AUTHORIZATION_FAILED. The
+/// rskafka backend's refusal path is covered on the mock backend only (see below).
+#[cfg(feature = "rdkafka")]
+mod refused_group {
+    use kafka_thread_manager::rdkafka::rdkafka::mocking::MockCluster;
+    use kafka_thread_manager::rdkafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+
+    fn refused_group_fails(backend: Backend) {
+        let mock = MockCluster::new(1).unwrap();
+        let topic = unique("refused");
+        mock.create_topic(&topic, 1, 1).unwrap();
+        mock.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
+        let refusal = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 100];
+        mock.request_errors(RDKafkaApiKey::FindCoordinator, &refusal);
+        let group = unique("group");
+        let manager = backend(&mock.bootstrap_servers(), &topic, &group)
+            .callback(|_msg| {})
+            .preflight_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let err = manager.preflight().unwrap_err();
+        assert!(
+            matches!(&err, PreflightError::GroupRejected { group: g, error }
+                if *g == group && error.contains("GroupAuthorizationFailed")),
+            "{err:?}"
+        );
+    }
+
+    // No rskafka variant: the mock cluster answers a refused FindCoordinator (v3) with
+    // a null host, which kafka-protocol refuses to decode (Kafka itself sends an empty
+    // one), so the backend sees a protocol error, not the refusal.
+
+    #[test]
+    fn rdkafka_refused_group_fails() {
+        refused_group_fails(super::rdkafka_backend::backend);
     }
 }

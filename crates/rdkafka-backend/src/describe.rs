@@ -19,7 +19,7 @@ use crate::BACKEND;
 
 /// Bounds each blocking librdkafka request; the preflight's own timeout bounds the
 /// whole (it stops waiting for the blocking pool when it expires).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `describe` needs of the source, owned so it can move to the blocking pool.
 pub(crate) struct DescribeInput {
@@ -98,14 +98,11 @@ fn describe_blocking(input: DescribeInput) -> Result<SourceDescription, SourceEr
         Ok(_) => GroupStatus::Accepted {
             coordinator: "found by librdkafka (OffsetFetch answered)".to_owned(),
         },
-        Err(e) => match e.rdkafka_error_code() {
-            Some(
-                code @ (RDKafkaErrorCode::InvalidGroupId
-                | RDKafkaErrorCode::GroupAuthorizationFailed),
-            ) => GroupStatus::Rejected {
+        Err(e) => match refusal(&e).or_else(|| queued_refusal(&consumer)) {
+            Some(code) => GroupStatus::Rejected {
                 error: format!("{code:?}"),
             },
-            _ => return Err(source_error("looking up the group's committed offsets", e)),
+            None => return Err(source_error("looking up the group's committed offsets", e)),
         },
     };
     let endpoint = input
@@ -114,6 +111,42 @@ fn describe_blocking(input: DescribeInput) -> Result<SourceDescription, SourceEr
         .unwrap_or_default()
         .to_owned();
     Ok(SourceDescription::new(endpoint, subscription, described).with_group(group, status))
+}
+
+/// The error codes that refuse the group id itself.
+fn refusal(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    e.rdkafka_error_code().filter(|code| {
+        matches!(
+            code,
+            RDKafkaErrorCode::InvalidGroupId | RDKafkaErrorCode::GroupAuthorizationFailed
+        )
+    })
+}
+
+/// A refusal librdkafka reported through the client's error callback (served by a
+/// poll) while the lookup waited: it keeps asking a coordinator that refuses the group, and the lookup
+/// itself only times out.
+fn queued_refusal(consumer: &BaseConsumer<GroupContext>) -> Option<RDKafkaErrorCode> {
+    // Polling serves the callbacks (the error callback among them); nothing was
+    // assigned, so no record can come.
+    let mut wait = Duration::from_millis(100);
+    while let Some(polled) = consumer.poll(wait) {
+        wait = Duration::ZERO;
+        if let Some(code) = polled.err().as_ref().and_then(refusal) {
+            return Some(code);
+        }
+    }
+    let last = *consumer
+        .context()
+        .last_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    last.filter(|code| {
+        matches!(
+            code,
+            RDKafkaErrorCode::InvalidGroupId | RDKafkaErrorCode::GroupAuthorizationFailed
+        )
+    })
 }
 
 /// `topic` in a metadata answer: its partitions, missing, or an error worth reporting.
