@@ -67,9 +67,6 @@ pub(crate) struct GroupContext {
     tls_refusal: Mutex<Option<String>>,
     /// Mirrors `tls_refusal.is_some()`, read on every poll without the lock.
     has_tls_refusal: AtomicBool,
-    /// The code of the last client error: preflight reads a group refusal there, as
-    /// librdkafka reports a refusing coordinator only through this callback.
-    pub(crate) last_error: Mutex<Option<rdkafka::error::RDKafkaErrorCode>>,
 }
 
 impl GroupContext {
@@ -360,12 +357,6 @@ impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Also returned by `recv()`, where the manager counts and logs it; keep this quiet.
         debug!(target: "librdkafka", %error, reason, "client error");
-        if let Some(code) = error.rdkafka_error_code() {
-            *self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(code);
-        }
         if tls_refusal(&error, reason) {
             *self
                 .tls_refusal

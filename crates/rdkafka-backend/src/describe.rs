@@ -18,7 +18,8 @@ use crate::error::source_error;
 use crate::BACKEND;
 
 /// Bounds each blocking librdkafka request; the preflight's own timeout bounds the
-/// whole (it stops waiting for the blocking pool when it expires).
+/// whole (it stops waiting for the blocking pool when it expires). A refused group is
+/// known only once the committed-offsets lookup has timed out, so it costs this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `describe` needs of the source, owned so it can move to the blocking pool.
@@ -123,12 +124,10 @@ fn refusal(e: &KafkaError) -> Option<RDKafkaErrorCode> {
     })
 }
 
-/// A refusal librdkafka reported through the client's error callback (served by a
-/// poll) while the lookup waited: it keeps asking a coordinator that refuses the group, and the lookup
-/// itself only times out.
+/// A refusal librdkafka queued as a consumer error while the lookup waited: it keeps
+/// asking a coordinator that refuses the group, and the lookup itself only times out.
 fn queued_refusal(consumer: &BaseConsumer<GroupContext>) -> Option<RDKafkaErrorCode> {
-    // Polling serves the callbacks (the error callback among them); nothing was
-    // assigned, so no record can come.
+    // Nothing was assigned, so only errors and events can come.
     let mut wait = Duration::from_millis(100);
     while let Some(polled) = consumer.poll(wait) {
         wait = Duration::ZERO;
@@ -136,17 +135,7 @@ fn queued_refusal(consumer: &BaseConsumer<GroupContext>) -> Option<RDKafkaErrorC
             return Some(code);
         }
     }
-    let last = *consumer
-        .context()
-        .last_error
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    last.filter(|code| {
-        matches!(
-            code,
-            RDKafkaErrorCode::InvalidGroupId | RDKafkaErrorCode::GroupAuthorizationFailed
-        )
-    })
+    None
 }
 
 /// `topic` in a metadata answer: its partitions, missing, or an error worth reporting.
