@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kafka_thread_manager::mock::{MockCluster, MockSource};
 use kafka_thread_manager::{
-    async_trait, BoxError, CommitPolicy, DeadLetter, Error, FailurePolicy, GroupStatus,
+    async_trait, BoxError, BuildError, CommitPolicy, DeadLetter, Error, FailurePolicy, GroupStatus,
     MessageSource, Offsets, PollBatch, PreflightError, RetryPolicy, SourceDescription, SourceError,
     State, Subscribed, ThreadManager, ThreadManagerBuilder, TopicDescription,
 };
@@ -275,6 +275,16 @@ fn preflight_on_start_refuses_to_start_and_consumes_nothing() {
     manager.stop().unwrap();
     assert_eq!(handled.load(Ordering::Relaxed), 10);
     assert_eq!(cluster.committed("billing", "orders", 0), Some(5));
+}
+
+#[test]
+fn a_zero_preflight_timeout_is_refused_when_building() {
+    let cluster = cluster(&[("orders", 1)]);
+    let err = builder(subscriber(&cluster, &["orders"]))
+        .preflight_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, BuildError::ZeroTimeout { which: "preflight" });
 }
 
 #[test]

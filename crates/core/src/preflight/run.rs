@@ -54,8 +54,10 @@ impl ThreadManager {
         if state != State::Created {
             return Err(PreflightError::InvalidState { state });
         }
-        let mut pending = lock(&self.pending);
-        let Some(pending) = pending.as_mut() else {
+        let mut guard = lock(&self.pending);
+        let Some(pending) = guard.as_mut() else {
+            // Released first: `state()` takes the lifecycle lock (see above).
+            drop(guard);
             return Err(PreflightError::InvalidState {
                 state: self.state(),
             });
