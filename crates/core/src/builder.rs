@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::callback::Handle;
 use crate::launch::{Launch, RunConfig};
 use crate::pool::{spawn_workers, RunHandler, WorkerSettings};
+use crate::preflight::PreflightSettings;
 use crate::runner::{fail_to_start, Inline, Pooled, Runner};
 use crate::shared::StateListener;
 use crate::{
@@ -14,6 +15,7 @@ use crate::{
 };
 
 mod handlers;
+mod preflight;
 
 /// The original's default `thread_lifetime`.
 pub const DEFAULT_THREAD_LIFETIME: Duration = Duration::from_secs(40);
@@ -50,6 +52,7 @@ pub struct ThreadManagerBuilder {
     shutdown_timeout: Duration,
     stall_threshold: Duration,
     listener: Option<StateListener>,
+    preflight: PreflightSettings,
 }
 
 impl ThreadManagerBuilder {
@@ -72,6 +75,7 @@ impl ThreadManagerBuilder {
             shutdown_timeout: Duration::from_secs(10),
             stall_threshold: Duration::from_secs(60),
             listener: None,
+            preflight: PreflightSettings::default(),
         }
     }
 
@@ -196,6 +200,7 @@ impl ThreadManagerBuilder {
             ("close", c.close_timeout),
             ("shutdown", self.shutdown_timeout),
             ("stall", self.stall_threshold),
+            ("preflight", self.preflight.timeout),
         ] {
             if d.is_zero() {
                 return Err(BuildError::ZeroTimeout { which });
@@ -213,7 +218,8 @@ impl ThreadManagerBuilder {
             self.shutdown_timeout,
             self.stall_threshold,
             self.listener,
-        ))
+        )
+        .with_preflight(self.preflight))
     }
 }
 

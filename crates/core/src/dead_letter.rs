@@ -131,6 +131,17 @@ pub trait DeadLetterProducer: Send + 'static {
     async fn close(&mut self) -> Result<(), SourceError> {
         Ok(())
     }
+
+    /// The partition count of `topic` (`None`: the broker does not know it), asked by
+    /// [`ThreadManager::preflight`](crate::ThreadManager::preflight) for each
+    /// dead-letter topic. As [`MessageSource::describe`](crate::MessageSource::describe),
+    /// it runs on a short-lived runtime of its own: connections it opens must not be
+    /// kept for `send`. The default returns a
+    /// [`SourceErrorKind::Unsupported`](crate::SourceErrorKind::Unsupported) error.
+    async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
+        let _ = topic;
+        Err(SourceError::unsupported(self.backend(), "partition_count"))
+    }
 }
 
 #[async_trait]
@@ -143,6 +154,9 @@ impl<P: DeadLetterProducer + ?Sized> DeadLetterProducer for Box<P> {
     }
     async fn close(&mut self) -> Result<(), SourceError> {
         (**self).close().await
+    }
+    async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
+        (**self).partition_count(topic).await
     }
 }
 

@@ -56,6 +56,10 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "signals"))))]
     #[error("could not set up SIGTERM and SIGINT handling: {0}")]
     Signals(#[source] std::io::Error),
+    /// [`preflight_on_start`](crate::ThreadManagerBuilder::preflight_on_start) is set
+    /// and the preflight failed: nothing was polled, the manager is still `Created`.
+    #[error(transparent)]
+    Preflight(#[from] crate::PreflightError),
 }
 
 /// A bad configuration, reported by a builder before anything runs.
@@ -136,6 +140,10 @@ pub enum SourceErrorKind {
     /// Retrying cannot help: bad credentials, a missing topic, no committed offset with
     /// reset policy `None`. The manager stops and ends `Failed`.
     Fatal,
+    /// The source (or producer) does not offer this operation, such as
+    /// [`describe`](crate::MessageSource::describe) on a source that predates it.
+    /// Never returned by `poll` or `commit`; treated as fatal if it were.
+    Unsupported,
 }
 
 /// An error from a [`MessageSource`](crate::MessageSource).
@@ -158,6 +166,15 @@ impl SourceError {
     /// A fatal error of `backend`.
     pub fn fatal(backend: &'static str, message: impl Into<String>) -> Self {
         Self::new(backend, SourceErrorKind::Fatal, message)
+    }
+
+    /// `backend` does not offer `operation` (kind [`SourceErrorKind::Unsupported`]).
+    pub fn unsupported(backend: &'static str, operation: &str) -> Self {
+        Self::new(
+            backend,
+            SourceErrorKind::Unsupported,
+            format!("{operation} is not supported by this backend"),
+        )
     }
 
     /// An error of the given kind.

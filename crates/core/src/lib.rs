@@ -36,6 +36,7 @@ mod manager;
 mod message;
 mod offsets;
 mod pool;
+mod preflight;
 mod progress;
 mod runner;
 mod security;
@@ -76,6 +77,10 @@ pub use manager::ThreadManager;
 pub use message::{Header, Message, MessageBuilder, Timestamp, TopicPartition};
 pub use offsets::{OffsetReset, Offsets};
 pub use pool::{ProcessingOrder, WorkerPool};
+pub use preflight::{
+    GroupStatus, PreflightCheck, PreflightError, PreflightItem, PreflightReport, SourceDescription,
+    Subscribed, TopicDescription, DEFAULT_PREFLIGHT_TIMEOUT, LAG_METRICS,
+};
 pub use security::{
     OAuthToken, OAuthTokenProvider, PemSource, Sasl, Secret, Security, SecurityProtocol, TlsConfig,
 };

@@ -9,16 +9,18 @@ use tracing::{info, warn};
 
 use crate::launch::{Launch, LaunchArgs, RunConfig};
 use crate::lifecycle::Trigger;
+use crate::preflight::PreflightSettings;
 use crate::shared::{build_report, lock, Lifecycle, Shared, StateListener};
 use crate::{
     Error, Health, MessageSource, State, Stats, StopReason, StopReport, ThreadManagerBuilder,
     TopicPartition,
 };
 
-struct Pending {
-    source: Box<dyn MessageSource>,
+/// What `start()` hands to the thread; `preflight()` borrows the source and config.
+pub(crate) struct Pending {
+    pub(crate) source: Box<dyn MessageSource>,
     launch: Launch,
-    config: RunConfig,
+    pub(crate) config: RunConfig,
 }
 
 /// Runs a Kafka consumer on a managed background thread.
@@ -55,7 +57,8 @@ struct Pending {
 /// ```
 pub struct ThreadManager {
     shared: Arc<Shared>,
-    pending: Mutex<Option<Pending>>,
+    pub(crate) pending: Mutex<Option<Pending>>,
+    pub(crate) preflight: PreflightSettings,
     join: Mutex<Option<JoinHandle<()>>>,
     thread_name: String,
     shutdown_timeout: Duration,
@@ -85,6 +88,7 @@ impl ThreadManager {
                 config,
             })),
             join: Mutex::new(None),
+            preflight: PreflightSettings::default(),
             thread_name,
             shutdown_timeout,
             stall_threshold,
@@ -94,10 +98,18 @@ impl ThreadManager {
     /// Spawns the consumer thread and logs
     /// `Kafka consumer started consuming in thread '<name>'`.
     ///
+    /// With [`preflight_on_start`](ThreadManagerBuilder::preflight_on_start), it runs
+    /// [`preflight`](Self::preflight) first.
+    ///
     /// # Errors
     /// [`Error::InvalidState`] unless the manager is `Created` (it cannot be restarted:
-    /// build a new one); [`Error::Spawn`] if the OS refuses the thread.
+    /// build a new one); [`Error::Spawn`] if the OS refuses the thread;
+    /// [`Error::Preflight`] if the preflight failed (nothing was polled, and the manager
+    /// is still `Created`).
     pub fn start(&self) -> Result<(), Error> {
+        if self.preflight.on_start && self.state() == State::Created {
+            self.preflight()?;
+        }
         let mut guard = self.shared.lifecycle();
         if guard.state != State::Created {
             return Err(Error::InvalidState {
@@ -306,6 +318,12 @@ impl ThreadManager {
             // The runner catches every panic, so a join error cannot carry news.
             let _ = handle.join();
         }
+    }
+
+    /// Sets the preflight settings (from the builder).
+    pub(crate) fn with_preflight(mut self, preflight: PreflightSettings) -> Self {
+        self.preflight = preflight;
+        self
     }
 
     fn report_now(&self, guard: &Lifecycle, final_state: State) -> StopReport {

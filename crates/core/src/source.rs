@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{Message, Offsets, SourceError, TopicPartition};
+use crate::{Message, Offsets, SourceDescription, SourceError, TopicPartition};
 
 /// A change in which partitions this consumer owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +215,20 @@ pub trait MessageSource: Send + 'static {
         let _ = partitions;
         Ok(())
     }
+
+    /// Asks the broker about the subscription without joining the group or fetching:
+    /// each subscribed (or pattern-matched) topic with its partition count or missing,
+    /// and whether the group coordinator accepts the group id. Used by
+    /// [`ThreadManager::preflight`](crate::ThreadManager::preflight), before `start()`.
+    ///
+    /// It runs on a short-lived runtime of its own, not the consumer thread's: whatever
+    /// it connects must be closed before it returns, and must not be kept for `poll`
+    /// (its I/O driver is gone afterwards). A transient error is retried until the
+    /// preflight times out. The default returns a
+    /// [`SourceErrorKind::Unsupported`](crate::SourceErrorKind::Unsupported) error.
+    async fn describe(&mut self) -> Result<SourceDescription, SourceError> {
+        Err(SourceError::unsupported(self.backend(), "describe"))
+    }
 }
 
 #[async_trait]
@@ -242,5 +256,8 @@ impl<S: MessageSource + ?Sized> MessageSource for Box<S> {
     }
     fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         (**self).resume(partitions)
+    }
+    async fn describe(&mut self) -> Result<SourceDescription, SourceError> {
+        (**self).describe().await
     }
 }

@@ -35,6 +35,9 @@ pub(crate) struct ClusterState {
     pub(crate) groups: BTreeMap<String, Group>,
     pub(crate) next_member: u64,
     pub(crate) session_timeout: Duration,
+    /// Groups the coordinator refuses, with the error it answers (see
+    /// [`MockCluster::refuse_group`]).
+    pub(crate) refused_groups: BTreeMap<String, String>,
 }
 
 impl ClusterState {
@@ -152,6 +155,7 @@ impl MockCluster {
                     groups: BTreeMap::new(),
                     next_member: 1,
                     session_timeout: Duration::from_secs(10),
+                    refused_groups: BTreeMap::new(),
                 }),
                 changed: Notify::new(),
             }),

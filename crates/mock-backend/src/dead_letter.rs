@@ -116,6 +116,10 @@ impl DeadLetterProducer for MockDeadLetterProducer {
             .map_err(unknown)?;
         Ok(())
     }
+
+    async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
+        Ok(self.cluster.partition_count(topic).ok())
+    }
 }
 
 impl MockCluster {

@@ -188,6 +188,10 @@ impl<S: MessageSource> MessageSource for Faulty<S> {
         self.inner.pause(partitions)
     }
 
+    async fn describe(&mut self) -> Result<ktm_core::SourceDescription, SourceError> {
+        self.inner.describe().await
+    }
+
     fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {
         self.resumes += 1;
         if let Some(&fault) = self.plan.resumes.get(&self.resumes) {

@@ -31,6 +31,7 @@ mod dead_letter;
 mod error;
 mod faults;
 mod group;
+mod preflight;
 mod source;
 
 pub use cluster::{MockCluster, Record};

@@ -13,8 +13,11 @@ use crate::MockError;
 
 const BACKEND: &str = "mock";
 
-enum Mode {
+pub(crate) enum Mode {
     Subscribe(Vec<String>),
+    /// Every topic whose name matches this glob (`*` for any run of characters), as
+    /// the cluster has them when the member joins.
+    Pattern(String),
     Assign(Vec<TopicPartition>),
 }
 
@@ -44,6 +47,15 @@ impl MockSourceBuilder {
         self.mode = Some(Mode::Subscribe(
             topics.into_iter().map(Into::into).collect(),
         ));
+        self
+    }
+
+    /// Join the group and share every topic whose name matches `pattern`, a glob where
+    /// `*` stands for any run of characters (Kafka's pattern subscriptions take a
+    /// regex; the mock keeps it simple). Topics are matched when the member joins; a
+    /// pattern may match nothing, as in Kafka.
+    pub fn subscribe_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.mode = Some(Mode::Pattern(pattern.into()));
         self
     }
 
@@ -88,6 +100,7 @@ impl MockSourceBuilder {
                 n => Ok(n),
             };
             match &mode {
+                Mode::Pattern(_) => {}
                 Mode::Subscribe(topics) if topics.is_empty() => {
                     return Err(MockError::Config("subscribe to at least one topic"))
                 }
@@ -137,9 +150,9 @@ struct Held {
 /// stored offsets and commits. Dropping it without [`close`](MessageSource::close) is a
 /// crash: the group evicts it only after the session timeout.
 pub struct MockSource {
-    cluster: MockCluster,
-    group: String,
-    mode: Mode,
+    pub(crate) cluster: MockCluster,
+    pub(crate) group: String,
+    pub(crate) mode: Mode,
     reset: OffsetReset,
     max_batch: usize,
     member: Option<MemberId>,
@@ -198,7 +211,14 @@ impl MockSource {
                 return Ok(());
             }
             Mode::Subscribe(topics) => topics.clone(),
+            Mode::Pattern(pattern) => crate::preflight::matching(st, pattern),
         };
+        if let Some(error) = st.refused_groups.get(&self.group) {
+            return Err(SourceError::fatal(
+                BACKEND,
+                format!("group {:?} refused: {error}", self.group),
+            ));
+        }
         let session_timeout = st.session_timeout;
         let group = st.groups.entry(self.group.clone()).or_default();
         let mut must_rebalance = group.evict_expired(session_timeout, self.member);
@@ -416,6 +436,10 @@ impl MessageSource for MockSource {
 
     fn group_id(&self) -> Option<&str> {
         Some(&self.group)
+    }
+
+    async fn describe(&mut self) -> Result<ktm_core::SourceDescription, SourceError> {
+        Ok(self.description())
     }
 
     fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), SourceError> {

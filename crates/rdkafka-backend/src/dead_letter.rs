@@ -389,6 +389,17 @@ impl DeadLetterProducer for RdkafkaDeadLetterProducer {
         BACKEND
     }
 
+    async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
+        let producer = self.producer()?;
+        // Every topic's metadata, not this topic's: a producer's request for a topic
+        // makes a broker with `auto.create.topics.enable` create it, and preflight
+        // must find out whether it exists, not make it exist.
+        crate::describe::partition_count(topic, move |timeout| {
+            producer.client().fetch_metadata(None, timeout)
+        })
+        .await
+    }
+
     async fn send(&mut self, record: &DeadLetterRecord) -> Result<(), SourceError> {
         // librdkafka gives up at `message.timeout.ms`; this bounds the metadata request
         // and a delivery report that never comes as well.

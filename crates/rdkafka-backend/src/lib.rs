@@ -52,6 +52,7 @@ mod config;
 mod context;
 mod convert;
 mod dead_letter;
+mod describe;
 mod error;
 mod fetch_queue;
 mod passed;

@@ -23,6 +23,7 @@ use crate::config::{
 };
 use crate::context::GroupContext;
 use crate::convert::{partition_list, to_tpl, MessageConverter};
+use crate::describe::DescribeInput;
 use crate::error::source_error;
 use crate::fetch_queue::FetchQueue;
 use crate::passed::PassedOver;
@@ -229,6 +230,11 @@ enum First<'a> {
 impl MessageSource for RdkafkaSource {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    async fn describe(&mut self) -> Result<ktm_core::SourceDescription, SourceError> {
+        let input = DescribeInput::new(&self.config, &self.subscription, self.oauth.clone())?;
+        crate::describe::describe(input).await
     }
 
     async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {

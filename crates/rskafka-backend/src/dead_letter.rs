@@ -23,6 +23,8 @@ use ktm_core::{Sasl, Security, SecurityProtocol, TlsConfig};
 /// included.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+mod preflight;
+
 /// The connection settings a producer runs with.
 #[derive(Clone)]
 struct Settings {
@@ -400,6 +402,10 @@ impl DeadLetterProducer for RskafkaDeadLetterProducer {
         self.partitions.clear();
         self.client = None;
         Ok(())
+    }
+
+    async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, SourceError> {
+        self.count_partitions(topic).await
     }
 }
 

@@ -24,5 +24,5 @@ mod tls_tests;
 pub(crate) use crate::wire::Security;
 pub use assignor::Assignor;
 pub(crate) use control::{CommitIdentity, ControlClient, SharedControl};
-pub(crate) use coordinator::GroupSettings;
+pub(crate) use coordinator::{connect_coordinator, GroupError, GroupSettings};
 pub(crate) use membership::{GroupEvent, GroupHandle};

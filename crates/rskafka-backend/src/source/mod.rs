@@ -4,6 +4,7 @@ mod assignment;
 mod connect;
 #[cfg(feature = "test-util")]
 mod crash;
+mod describe;
 mod fetched;
 
 use std::collections::BTreeMap;
@@ -250,6 +251,10 @@ async fn next_group_event(group: &mut Option<GroupHandle>) -> Option<GroupEvent>
 impl MessageSource for RskafkaSource {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    async fn describe(&mut self) -> Result<ktm_core::SourceDescription, SourceError> {
+        self.describe_now().await
     }
 
     async fn poll(&mut self, timeout: Duration, batch: &mut PollBatch) -> Result<(), SourceError> {
