@@ -318,3 +318,35 @@ fn what_the_registry_answers_maps_to_permanent_or_transient() {
     );
     assert!(!err.is_transient());
 }
+
+#[test]
+fn preflight_asks_the_registry_and_fails_while_it_does_not_answer() {
+    let registry = serve();
+    let cluster = MockCluster::new();
+    cluster.create_topic("orders", 1).unwrap();
+    let manager = |registry: &TestRegistry| {
+        let http = HttpSchemaRegistry::new(registry.url()).timeout(Duration::from_millis(500));
+        ThreadManager::builder(cluster.consumer("g").subscribe(["orders"]).build().unwrap())
+            .handler(Typed::new(
+                AvroDecoder::<Order>::new(http.clone()),
+                |_, _| {},
+            ))
+            .preflight_check("schema registry", http)
+            .build()
+            .unwrap()
+    };
+    let report = manager(&registry).preflight().unwrap();
+    let runbook = report.to_string();
+    assert!(
+        runbook.contains("schema registry") && runbook.contains("answers (2 subjects)"),
+        "{runbook}"
+    );
+    registry.set_mode(Mode::Failing);
+    match manager(&registry).preflight() {
+        Err(kafka_thread_manager::PreflightError::CheckFailed { name, error }) => {
+            assert_eq!(name, "schema registry");
+            assert!(error.to_string().contains("HTTP 500"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

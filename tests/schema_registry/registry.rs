@@ -102,9 +102,16 @@ fn answer(mut stream: TcpStream, bodies: &HashMap<u32, String>, state: &Mutex<St
             }
         }
     }
-    let id = request_line
-        .split_whitespace()
-        .nth(1)
+    let path = request_line.split_whitespace().nth(1).unwrap_or_default();
+    // The subject list (preflight asks for it): one subject per registered schema.
+    let subjects = (path == "/subjects").then(|| {
+        let names: Vec<String> = bodies
+            .keys()
+            .map(|id| format!("\"subject-{id}\""))
+            .collect();
+        format!("[{}]", names.join(","))
+    });
+    let id = Some(path)
         .and_then(|path| path.strip_prefix("/schemas/ids/"))
         .and_then(|id| id.parse::<u32>().ok());
     let mode = {
@@ -115,7 +122,8 @@ fn answer(mut stream: TcpStream, bodies: &HashMap<u32, String>, state: &Mutex<St
         state.authorization = authorization;
         state.mode.unwrap_or(Mode::Up)
     };
-    let (status, body) = match (mode, id.and_then(|id| bodies.get(&id))) {
+    let found = subjects.or_else(|| id.and_then(|id| bodies.get(&id)).cloned());
+    let (status, body) = match (mode, found) {
         (Mode::Dropping, _) => return,
         (Mode::Hanging, _) => {
             std::thread::sleep(Duration::from_secs(3));
@@ -126,7 +134,7 @@ fn answer(mut stream: TcpStream, bodies: &HashMap<u32, String>, state: &Mutex<St
             r#"{"error_code":50001}"#.into(),
         ),
         (Mode::NotARegistry, _) => ("404 Not Found", "<html>no such page</html>".into()),
-        (Mode::Up, Some(body)) => ("200 OK", body.clone()),
+        (Mode::Up, Some(body)) => ("200 OK", body),
         (Mode::Up, None) => (
             "404 Not Found",
             r#"{"error_code":40403,"message":"Schema not found"}"#.into(),

@@ -156,6 +156,46 @@ struct ErrorBody {
     error_code: Option<i64>,
 }
 
+impl Client {
+    /// GETs `url`: the status and the body, or why there is none.
+    fn get(&self, url: &str) -> Result<(u16, String), String> {
+        let mut request = self.agent.get(url).header(
+            "Accept",
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = request.call().map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("GET {url}: reading the answer: {e}"))?;
+        Ok((status, body))
+    }
+}
+
+/// Preflight: the registry answers `GET /subjects` with its list of subjects.
+impl crate::PreflightCheck for HttpSchemaRegistry {
+    fn check(&self) -> Result<String, crate::BoxError> {
+        let client = self.client.inner();
+        let url = format!("{}/subjects", client.base_url);
+        let (status, body) = client.get(&url)?;
+        if status != 200 {
+            let answer = body.chars().take(200).collect::<String>();
+            return Err(format!("GET {url}: HTTP {status}: {answer}").into());
+        }
+        let subjects: Vec<String> = serde_json::from_str(&body)
+            .map_err(|e| format!("GET {url}: not a list of subjects: {e}"))?;
+        Ok(format!(
+            "{} answers ({} subjects)",
+            client.base_url,
+            subjects.len()
+        ))
+    }
+}
+
 impl SchemaLookup for Client {
     fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, LookupError> {
         let unavailable = |source: String| LookupError::Unavailable {
@@ -163,21 +203,7 @@ impl SchemaLookup for Client {
             source: source.into(),
         };
         let url = format!("{}/schemas/ids/{id}", self.base_url);
-        let mut request = self.agent.get(&url).header(
-            "Accept",
-            "application/vnd.schemaregistry.v1+json, application/json",
-        );
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
-        }
-        let mut response = request
-            .call()
-            .map_err(|e| unavailable(format!("GET {url}: {e}")))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| unavailable(format!("GET {url}: reading the answer: {e}")))?;
+        let (status, body) = self.get(&url).map_err(unavailable)?;
         if status == 404
             && serde_json::from_str::<ErrorBody>(&body)
                 .is_ok_and(|e| e.error_code == Some(SCHEMA_NOT_FOUND))
