@@ -62,6 +62,12 @@ fn builder(cluster: &MockCluster, policy: FailurePolicy) -> ThreadManagerBuilder
         .poll_timeout(Duration::from_millis(50))
 }
 
+/// `builder` under the dead-letter policy, to "orders.dlq".
+fn dead_lettering(cluster: &MockCluster) -> ThreadManagerBuilder {
+    let dead_letter = DeadLetter::new(cluster.dead_letter_producer()).topic("orders.dlq");
+    builder(cluster, FailurePolicy::DeadLetter(dead_letter))
+}
+
 type Seen = Arc<Mutex<Vec<(i32, i64, Order)>>>;
 
 /// Runs until both partitions are committed to their end, then stops.
@@ -149,19 +155,14 @@ fn json_records_reach_the_handler_typed_and_invalid_ones_are_dead_lettered() {
     let cluster = cluster();
     let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
-    let m = builder(
-        &cluster,
-        FailurePolicy::DeadLetter(
-            DeadLetter::new(cluster.dead_letter_producer()).topic("orders.dlq"),
-        ),
-    )
-    .handler(Typed::new(Json::<Order>::new(), move |order, msg| {
-        sink.lock()
-            .unwrap()
-            .push((msg.partition(), msg.offset(), order));
-    }))
-    .build()
-    .unwrap();
+    let m = dead_lettering(&cluster)
+        .handler(Typed::new(Json::<Order>::new(), move |order, msg| {
+            sink.lock()
+                .unwrap()
+                .push((msg.partition(), msg.offset(), order));
+        }))
+        .build()
+        .unwrap();
     let report = run_to_end(&cluster, &m);
     assert_settled(&cluster, &report, &seen);
 }
@@ -171,26 +172,21 @@ fn async_json_handlers_on_a_worker_pool_settle_the_same_way() {
     let cluster = cluster();
     let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
-    let m = builder(
-        &cluster,
-        FailurePolicy::DeadLetter(
-            DeadLetter::new(cluster.dead_letter_producer()).topic("orders.dlq"),
-        ),
-    )
-    .parallel_async_handler(
-        WorkerPool::new(2),
-        TypedAsync::new(Json::<Order>::new(), move |order, msg| {
-            let sink = Arc::clone(&sink);
-            async move {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                sink.lock()
-                    .unwrap()
-                    .push((msg.partition(), msg.offset(), order));
-            }
-        }),
-    )
-    .build()
-    .unwrap();
+    let m = dead_lettering(&cluster)
+        .parallel_async_handler(
+            WorkerPool::new(2),
+            TypedAsync::new(Json::<Order>::new(), move |order, msg| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    sink.lock()
+                        .unwrap()
+                        .push((msg.partition(), msg.offset(), order));
+                }
+            }),
+        )
+        .build()
+        .unwrap();
     let report = run_to_end(&cluster, &m);
     assert_settled(&cluster, &report, &seen);
 }

@@ -2,17 +2,11 @@
 //! the payloads come from the reference encoders (`tests/fixtures/schema_registry/`,
 //! written by Confluent's Python serializers) and the registry is served inside the test.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use bytes::Bytes;
 use kafka_thread_manager::decode::schema_registry::{AvroDecoder, HttpSchemaRegistry};
-use kafka_thread_manager::{
-    CommitPolicy, DeadLetter, Decode, DecodeError, FailurePolicy, Json, Message, OffsetReset,
-    RetryPolicy, State, ThreadManager, TopicPartition, Typed,
-};
+use kafka_thread_manager::{Decode, DecodeError, Json, Message};
 
-use super::{unique, wait_for, Fixture, TestRecord};
+use super::{Fixture, TestRecord};
 
 #[allow(dead_code)] // the outage switches are the schema_registry test's
 #[path = "../schema_registry/registry.rs"]
@@ -109,77 +103,26 @@ pub fn run(f: &dyn Fixture) {
             })
             .collect(),
     );
-    let seen: Arc<Mutex<Vec<(i64, Order)>>> = Arc::default();
-    let sink = Arc::clone(&seen);
     let decoder = JsonOrAvro {
         avro: AvroDecoder::new(HttpSchemaRegistry::new(registry.url())),
     };
-    let m = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Earliest))
-        .handler(Typed::new(decoder, move |order, msg| {
-            sink.lock().unwrap().push((msg.offset(), order));
-        }))
-        .retry_policy(
-            RetryPolicy::retries(3).backoff(Duration::from_millis(20), Duration::from_millis(100)),
-        )
-        .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(
-            f.dead_letter_producer(),
-        )))
-        .commit_policy(CommitPolicy::EveryMessage)
-        .thread_lifetime(None)
-        .poll_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    m.start().unwrap();
-    let end = records.len() as i64;
-    let tp = TopicPartition::new(topic.as_str(), 0);
-    wait_for(f.patience() * 4, "every offset committed", || {
-        m.stats().committed.get(&tp) == Some(end)
-    });
-    let report = m.stop().unwrap();
-    assert_eq!(report.final_state, State::Stopped, "{report:?}");
     let expected: Vec<(i64, Order)> = records
         .iter()
         .enumerate()
         .filter_map(|(i, (_, order))| Some((i as i64, order.clone()?)))
         .collect();
-    assert_eq!(
-        *seen.lock().unwrap(),
-        expected,
-        "every valid record, typed, once"
-    );
-    let bad: Vec<i64> = (0..end)
-        .filter(|&i| records[i as usize].1.is_none())
-        .collect();
-    let c = report.counts;
-    assert_eq!(
-        (
-            c.decode_failures,
-            c.dead_lettered,
-            c.retries,
-            c.callback_failures
-        ),
-        (bad.len() as u64, bad.len() as u64, 0, 0),
-        "{c:?}"
-    );
-    let dead = f.read_all(&dead_letters, 0);
-    let mut offsets = Vec::new();
-    for d in &dead {
-        let text = |k: &str| String::from_utf8_lossy(d.header(k).unwrap()).into_owned();
-        assert_eq!(text("ktm.dlq.failure.kind"), "undecodable");
-        assert_eq!(text("ktm.dlq.attempts"), "1", "never retried");
-        let offset: i64 = text("ktm.dlq.source.offset").parse().unwrap();
-        let error = text("ktm.dlq.error");
+    let dead = super::run_typed(f, &topic, records.len() as i64, decoder, &expected);
+    for (offset, error) in &dead {
+        assert!(
+            records[*offset as usize].1.is_none(),
+            "offset {offset}: {error}"
+        );
         let why = match offset % 5 {
             2 => "schema id 99 is not registered",
             3 => "JSON",
             _ => "Avro",
         };
         assert!(error.contains(why), "offset {offset}: {error}");
-        offsets.push(offset);
     }
-    assert_eq!(
-        offsets, bad,
-        "each invalid record dead-lettered once, in order"
-    );
     assert_eq!(registry.requests(1), 1, "the Avro schema is looked up once");
 }

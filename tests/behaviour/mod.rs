@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_thread_manager::{
-    CommitPolicy, DeadLetter, DeadLetterProducer, FailurePolicy, Message, MessageSource,
+    CommitPolicy, DeadLetter, DeadLetterProducer, Decode, FailurePolicy, Message, MessageSource,
     OffsetReset, RetryPolicy, State, StopReason, ThreadManager, ThreadManagerBuilder,
     TopicPartition, Typed, Utf8, WorkerPool,
 };
@@ -90,6 +90,9 @@ type Seen = Arc<Mutex<Vec<Message>>>;
 
 /// The (partition, offset) of each batch a batch callback was given.
 type Batches = Arc<Mutex<Vec<Vec<(i32, i64)>>>>;
+
+/// Decoded values by offset, as a typed handler saw them.
+type SeenValues<T> = Arc<Mutex<Vec<(i64, T)>>>;
 
 fn recording(seen: &Seen) -> impl FnMut(&Message) -> Result<(), std::io::Error> + Send + 'static {
     let seen = Arc::clone(seen);
@@ -541,6 +544,84 @@ fn failure_policy_run(f: &dyn Fixture, policy: &str) {
     }
 }
 
+/// Runs a typed handler over `topic`'s one partition up to `end` under the dead-letter
+/// policy (with retries allowed, so a retry would show) and checks what every typed case
+/// expects: the `expected` values reached the handler once each, in order; every other
+/// offset was dead-lettered once as undecodable and never retried; the counters agree.
+/// Returns the dead letters' offsets and errors, in order.
+pub(crate) fn run_typed<D>(
+    f: &dyn Fixture,
+    topic: &str,
+    end: i64,
+    decoder: D,
+    expected: &[(i64, D::Output)],
+) -> Vec<(i64, String)>
+where
+    D: Decode,
+    D::Output: PartialEq + std::fmt::Debug + Send + 'static,
+{
+    let seen: SeenValues<D::Output> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let m = ThreadManager::builder(f.source(&unique(), topic, OffsetReset::Earliest))
+        .handler(Typed::new(decoder, move |value, msg| {
+            sink.lock().unwrap().push((msg.offset(), value));
+        }))
+        .retry_policy(
+            RetryPolicy::retries(3).backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        )
+        .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(
+            f.dead_letter_producer(),
+        )))
+        .commit_policy(CommitPolicy::EveryMessage)
+        .thread_lifetime(None)
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    let tp = TopicPartition::new(topic, 0);
+    wait_for(f.patience() * 4, "every offset committed", || {
+        m.stats().committed.get(&tp) == Some(end)
+    });
+    let report = m.stop().unwrap();
+    assert_eq!(report.final_state, State::Stopped, "{report:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "every valid record, typed, once"
+    );
+    let bad = end as u64 - expected.len() as u64;
+    let c = report.counts;
+    assert_eq!(
+        (
+            c.decode_failures,
+            c.dead_lettered,
+            c.retries,
+            c.callback_failures
+        ),
+        (bad, bad, 0, 0),
+        "{c:?}"
+    );
+    let dead: Vec<(i64, String)> = f
+        .read_all(&format!("{topic}.dlq"), 0)
+        .iter()
+        .map(|d| {
+            let text = |k: &str| String::from_utf8_lossy(d.header(k).unwrap()).into_owned();
+            assert_eq!(text("ktm.dlq.failure.kind"), "undecodable");
+            assert_eq!(text("ktm.dlq.attempts"), "1", "never retried");
+            (
+                text("ktm.dlq.source.offset").parse().unwrap(),
+                text("ktm.dlq.error"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead.len() as u64,
+        bad,
+        "each undecodable record dead-lettered once"
+    );
+    dead
+}
+
 /// Typed handlers: the payload is decoded (here as UTF-8) before the handler runs. A
 /// record that does not decode (bad bytes, a tombstone) never reaches the handler: it is
 /// dead-lettered at once with the decode error, never retried, counted as a decode
@@ -562,76 +643,21 @@ pub fn typed_handler(f: &dyn Fixture) {
         })
         .collect();
     f.produce(&topic, 0, records);
-    let typed: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
-    let sink = Arc::clone(&typed);
-    let m = ThreadManager::builder(f.source(&unique(), &topic, OffsetReset::Earliest))
-        .handler(Typed::new(Utf8, move |text, msg| {
-            sink.lock().unwrap().push((msg.offset(), text));
-        }))
-        .retry_policy(
-            RetryPolicy::retries(3).backoff(Duration::from_millis(20), Duration::from_millis(100)),
-        )
-        .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(
-            f.dead_letter_producer(),
-        )))
-        .commit_policy(CommitPolicy::EveryMessage)
-        .thread_lifetime(None)
-        .poll_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    m.start().unwrap();
-    let tp = TopicPartition::new(topic.as_str(), 0);
-    wait_for(f.patience() * 4, "offset 40 committed", || {
-        m.stats().committed.get(&tp) == Some(40)
-    });
-    let report = m.stop().unwrap();
-    assert_eq!(report.final_state, State::Stopped, "{report:?}");
-    let bad: Vec<i64> = (0..40)
-        .filter(|&i| undecodable(i))
-        .map(|i| i as i64)
-        .collect();
     let expected: Vec<(i64, String)> = (0..40)
         .filter(|&i| !undecodable(i))
         .map(|i| (i as i64, format!("text {i} \u{e9}")))
         .collect();
-    assert_eq!(
-        *typed.lock().unwrap(),
-        expected,
-        "every valid record, typed, once"
-    );
-    let c = report.counts;
-    assert_eq!(
-        (
-            c.decode_failures,
-            c.callback_failures,
-            c.retries,
-            c.dead_lettered
-        ),
-        (bad.len() as u64, 0, 0, bad.len() as u64),
-        "{c:?}"
-    );
-    let dead = f.read_all(&dead_letters, 0);
-    let offsets: Vec<i64> = dead
-        .iter()
-        .map(|d| {
-            assert_eq!(d.header("ktm.dlq.failure.kind"), Some(&b"undecodable"[..]));
-            assert_eq!(
-                d.header("ktm.dlq.attempts"),
-                Some(&b"1"[..]),
-                "never retried"
-            );
-            std::str::from_utf8(d.header("ktm.dlq.source.offset").unwrap())
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+    let dead = run_typed(f, &topic, 40, Utf8, &expected);
+    let bad: Vec<i64> = (0..40)
+        .filter(|&i| undecodable(i))
+        .map(|i| i as i64)
         .collect();
+    let offsets: Vec<i64> = dead.iter().map(|(o, _)| *o).collect();
     assert_eq!(
         offsets, bad,
         "each undecodable record dead-lettered once, in order"
     );
-    let error =
-        |i: usize| String::from_utf8_lossy(dead[i].header("ktm.dlq.error").unwrap()).into_owned();
+    let error = |i: usize| dead[i].1.clone();
     assert!(error(0).contains("UTF-8"), "{}", error(0));
     let tombstone = bad.iter().position(|&o| o == 20).unwrap();
     assert!(
