@@ -29,6 +29,8 @@ fn counters_gauges_and_the_callback_histogram_match_the_stats() {
             match (m.partition(), m.offset()) {
                 (0, 3) if *n <= 2 => Err(CallbackError::retryable("busy")),
                 (1, 5) => Err(CallbackError::permanent("bad")),
+                // What a `Typed` handler returns for a payload its decoder refuses.
+                (1, 7) => Err(CallbackError::undecodable("not JSON")),
                 _ => Ok(()),
             }
         })
@@ -62,7 +64,7 @@ fn counters_gauges_and_the_callback_histogram_match_the_stats() {
         prometheus_value(&text, name, &at(p)).unwrap_or_else(|| panic!("{name} p{p}:\n{text}"))
     };
     assert_eq!(get("ktm_messages_handled_total", "0"), 20.0);
-    assert_eq!(get("ktm_messages_handled_total", "1"), 19.0);
+    assert_eq!(get("ktm_messages_handled_total", "1"), 18.0);
     assert_eq!(
         (
             get("ktm_callback_failures_total", "0"),
@@ -73,10 +75,13 @@ fn counters_gauges_and_the_callback_histogram_match_the_stats() {
     assert_eq!(
         (
             get("ktm_callback_failures_total", "1"),
+            get("ktm_decode_failures_total", "1"),
             get("ktm_skipped_total", "1")
         ),
-        (1.0, 1.0)
+        (1.0, 1.0, 2.0),
+        "a decode failure is counted apart from callback failures"
     );
+    assert_eq!(get("ktm_decode_failures_total", "0"), 0.0);
     for (p, s) in ["0", "1"].into_iter().zip(&stats.partitions) {
         assert_eq!(
             get("ktm_lag", p),
