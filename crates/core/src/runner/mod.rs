@@ -243,6 +243,9 @@ impl<M: Mode> Runner<M> {
             if let Err(reason) = self.send_dead_letters(None).await {
                 return Some(reason);
             }
+            // An acknowledged dead letter moved a position: show it without waiting for
+            // the next batch.
+            self.publish_partitions();
         }
         // After the dead letters: an acknowledged one may free a held partition.
         M::due_work(self).await
