@@ -1,22 +1,19 @@
 //! Running the preflight: the broker questions on a runtime of their own, then the
 //! extra checks on the calling thread, then the report.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
 use super::{GroupStatus, SourceDescription, Subscribed, TopicDescription};
 use super::{PreflightError, PreflightItem, PreflightReport, PreflightSettings};
+use crate::backoff::Backoff;
 use crate::launch::RunConfig;
 use crate::shared::lock;
 use crate::{
     DeadLetter, FailurePolicy, MessageSource, SharedError, SourceError, SourceErrorKind, State,
     ThreadManager,
 };
-
-/// Between attempts after a transient error (a coordinator still loading, a broker
-/// starting): short, as the whole preflight has one timeout.
-const RETRY_DELAY: Duration = Duration::from_millis(200);
 
 impl ThreadManager {
     /// Checks, before anything is consumed, that the configuration will work: each
@@ -75,7 +72,11 @@ impl ThreadManager {
         let asked = runtime.block_on(async {
             tokio::time::timeout(
                 settings.timeout,
-                ask_broker(pending.source.as_mut(), dead_letter),
+                ask_broker(
+                    pending.source.as_mut(),
+                    dead_letter,
+                    Backoff::new(pending.config.retry_backoff),
+                ),
             )
             .await
         });
@@ -103,14 +104,17 @@ impl ThreadManager {
 }
 
 /// The source's description and each dead-letter topic with its partition count.
+/// A transient error (a coordinator still loading, a broker starting) is asked again
+/// after the manager's retry backoff; the preflight's timeout bounds the asking.
 async fn ask_broker(
     source: &mut dyn MessageSource,
     dead_letter: Option<&mut DeadLetter>,
+    mut backoff: Backoff,
 ) -> Result<(SourceDescription, Vec<TopicDescription>), PreflightError> {
     let description = loop {
         match source.describe().await {
             Ok(d) => break d,
-            Err(e) => give_up_or_wait(e).await?,
+            Err(e) => give_up_or_wait(e, &mut backoff).await?,
         }
     };
     let mut dead_letters = Vec::new();
@@ -125,7 +129,7 @@ async fn ask_broker(
             let count = loop {
                 match dead_letter.producer.partition_count(&topic).await {
                     Ok(n) => break n,
-                    Err(e) => give_up_or_wait(e).await?,
+                    Err(e) => give_up_or_wait(e, &mut backoff).await?,
                 }
             };
             dead_letters.push(TopicDescription {
@@ -137,14 +141,14 @@ async fn ask_broker(
     Ok((description, dead_letters))
 }
 
-/// A transient error waits a moment, for the caller to ask again (its timeout bounds
-/// the asking); any other ends the preflight.
-async fn give_up_or_wait(e: SourceError) -> Result<(), PreflightError> {
+/// A transient error waits out the backoff, for the caller to ask again; any other ends
+/// the preflight.
+async fn give_up_or_wait(e: SourceError, backoff: &mut Backoff) -> Result<(), PreflightError> {
     match e.kind() {
         SourceErrorKind::Unsupported => Err(PreflightError::Unsupported(SharedError::new(e))),
         SourceErrorKind::Transient => {
             debug!(error = %e, "preflight: transient error, asking again");
-            tokio::time::sleep(RETRY_DELAY).await;
+            tokio::time::sleep(backoff.next_delay()).await;
             Ok(())
         }
         _ => Err(PreflightError::Source(SharedError::new(e))),
@@ -171,13 +175,9 @@ fn build_report(
         items.push(PreflightItem::new(format!("pattern {pattern}"), outcome));
     }
     for t in &description.topics {
-        let outcome = match t.partitions {
-            Some(n) => Ok(format!("{n} partition(s)")),
-            None => Err(PreflightError::TopicMissing {
-                topic: t.name.clone(),
-            }),
-        };
-        items.push(PreflightItem::new(format!("topic {}", t.name), outcome));
+        items.push(partitions_item("topic", t, |topic| {
+            PreflightError::TopicMissing { topic }
+        }));
     }
     if let Some((group, status)) = &description.group {
         let outcome = match status {
@@ -190,16 +190,9 @@ fn build_report(
         items.push(PreflightItem::new(format!("group {group}"), outcome));
     }
     for t in &dead_letters {
-        let outcome = match t.partitions {
-            Some(n) => Ok(format!("{n} partition(s)")),
-            None => Err(PreflightError::DeadLetterTopicMissing {
-                topic: t.name.clone(),
-            }),
-        };
-        items.push(PreflightItem::new(
-            format!("dead-letter topic {}", t.name),
-            outcome,
-        ));
+        items.push(partitions_item("dead-letter topic", t, |topic| {
+            PreflightError::DeadLetterTopicMissing { topic }
+        }));
     }
     for (name, check) in &settings.checks {
         let outcome = check.check().map_err(|e| PreflightError::CheckFailed {
@@ -214,4 +207,17 @@ fn build_report(
         }
     }
     PreflightReport::new(backend, description, dead_letters, config, items)
+}
+
+/// A topic's item: its partition count, or `missing` (given the topic's name).
+fn partitions_item(
+    what: &str,
+    t: &TopicDescription,
+    missing: impl FnOnce(String) -> PreflightError,
+) -> PreflightItem {
+    let outcome = match t.partitions {
+        Some(n) => Ok(format!("{n} partition(s)")),
+        None => Err(missing(t.name.clone())),
+    };
+    PreflightItem::new(format!("{what} {}", t.name), outcome)
 }
