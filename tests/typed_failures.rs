@@ -29,6 +29,16 @@ struct NotAnOrder {
     offset: i64,
 }
 
+/// A callback refusing the message at `offset` with the handler's own error type.
+fn not_an_order_at(offset: i64) -> impl FnMut(&Message) -> Result<(), CallbackError> {
+    move |m| {
+        if m.offset() == offset {
+            return Err(CallbackError::permanent(NotAnOrder { offset }));
+        }
+        Ok(())
+    }
+}
+
 #[test]
 fn a_fatal_source_error_is_reachable_with_its_kind_and_backend() {
     let cluster = cluster_with("t", 1, 10);
@@ -57,12 +67,7 @@ fn the_callbacks_own_error_is_reachable_by_its_type() {
     let cluster = cluster_with("t", 1, 10);
     let source = cluster.consumer("g").subscribe(["t"]).build().unwrap();
     let m = ThreadManager::builder(source)
-        .callback(|m: &Message| {
-            if m.offset() == 3 {
-                return Err(CallbackError::permanent(NotAnOrder { offset: 3 }));
-            }
-            Ok(())
-        })
+        .callback(not_an_order_at(3))
         .build()
         .unwrap();
     let report = run(&m);
@@ -103,12 +108,7 @@ fn the_dead_letter_producers_error_is_reachable() {
         .with_faults(FaultPlan::new().on_send(1, Fault::Fatal));
     let source = cluster.consumer("g").subscribe(["t"]).build().unwrap();
     let m = ThreadManager::builder(source)
-        .callback(|m: &Message| {
-            if m.offset() == 2 {
-                return Err(CallbackError::permanent(NotAnOrder { offset: 2 }));
-            }
-            Ok(())
-        })
+        .callback(not_an_order_at(2))
         .failure_policy(FailurePolicy::DeadLetter(DeadLetter::new(producer)))
         .build()
         .unwrap();
