@@ -1,15 +1,15 @@
 //! Avro datums in the schema-registry wire format (feature `avro`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 
+use super::cache::IdCache;
 use super::{Framed, SchemaLookup, SchemaType};
 use crate::decode::{Decode, DecodeError};
 use crate::Message;
@@ -125,7 +125,7 @@ impl Decode for AvroValue {
 #[derive(Clone)]
 struct AvroSchemas {
     lookup: Arc<dyn SchemaLookup>,
-    parsed: Arc<RwLock<HashMap<u32, Arc<Schema>>>>,
+    parsed: Arc<IdCache<Schema>>,
 }
 
 impl AvroSchemas {
@@ -151,15 +151,10 @@ impl AvroSchemas {
     }
 
     fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
-        // A poisoned lock only means a panic elsewhere between complete inserts.
-        if let Some(hit) = self
-            .parsed
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return Ok(Arc::clone(hit));
-        }
+        self.parsed.get_or_try(id, || self.parse_writer_schema(id))
+    }
+
+    fn parse_writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
         let registered = self.lookup.schema(id)?;
         if registered.schema_type != SchemaType::Avro {
             return Err(DecodeError::malformed(
@@ -169,13 +164,9 @@ impl AvroSchemas {
         }
         // An unparseable registered schema never gets better: every message written with
         // it is undecodable.
-        let schema = Arc::new(Schema::parse_str(&registered.text).map_err(|e| {
+        let schema = Schema::parse_str(&registered.text).map_err(|e| {
             DecodeError::malformed(AVRO, format!("schema id {id} does not parse: {e}"))
-        })?);
-        self.parsed
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::clone(&schema));
-        Ok(schema)
+        })?;
+        Ok(Arc::new(schema))
     }
 }

@@ -25,8 +25,56 @@ use super::{LookupError, RegisteredSchema, SchemaLookup};
 /// ```
 pub struct CachedLookup<L> {
     inner: L,
-    // Read-mostly: after warm-up every lookup is a hit, so readers must not queue.
-    found: RwLock<HashMap<u32, Arc<RegisteredSchema>>>,
+    found: IdCache<RegisteredSchema>,
+}
+
+/// Values remembered by schema id, for the lookup cache and the decoders' parsed
+/// schemas. Read-mostly: after warm-up every read is a hit, so readers must not queue.
+pub(super) struct IdCache<V> {
+    values: RwLock<HashMap<u32, Arc<V>>>,
+}
+
+impl<V> Default for IdCache<V> {
+    fn default() -> Self {
+        Self {
+            values: RwLock::default(),
+        }
+    }
+}
+
+impl<V> IdCache<V> {
+    /// The value of `id`, from the cache or else from `make` (remembered only if it
+    /// succeeds). The lock is not held while `make` runs: two threads missing the same
+    /// id at once may both make it, which costs one extra request or parse, never a stall
+    /// of every other id.
+    pub(super) fn get_or_try<E>(
+        &self,
+        id: u32,
+        make: impl FnOnce() -> Result<Arc<V>, E>,
+    ) -> Result<Arc<V>, E> {
+        // A poisoned lock only means another thread panicked mid-insert of a complete
+        // value; the map is still consistent, so keep using it.
+        if let Some(hit) = self
+            .values
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(Arc::clone(hit));
+        }
+        let value = make()?;
+        self.values
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_insert_with(|| Arc::clone(&value));
+        Ok(value)
+    }
+
+    /// How many values are remembered.
+    pub(super) fn len(&self) -> usize {
+        self.values.read().map_or(0, |values| values.len())
+    }
 }
 
 impl<L: SchemaLookup> CachedLookup<L> {
@@ -34,13 +82,13 @@ impl<L: SchemaLookup> CachedLookup<L> {
     pub fn new(inner: L) -> Self {
         Self {
             inner,
-            found: RwLock::default(),
+            found: IdCache::default(),
         }
     }
 
     /// How many schemas are remembered.
     pub fn len(&self) -> usize {
-        self.found.read().map_or(0, |found| found.len())
+        self.found.len()
     }
 
     /// Whether no schema is remembered yet.
@@ -56,31 +104,13 @@ impl<L: SchemaLookup> CachedLookup<L> {
 
 impl<L: SchemaLookup> SchemaLookup for CachedLookup<L> {
     fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, LookupError> {
-        // A poisoned lock only means another thread panicked mid-insert of a complete
-        // value; the map is still consistent, so keep using it.
-        if let Some(hit) = self
-            .found
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return Ok(Arc::clone(hit));
-        }
-        // Not holding the lock while asking: two workers missing the same id at once may
-        // both ask, which costs one extra request, never a stall of every other id.
-        let schema = self.inner.schema(id)?;
-        self.found
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id)
-            .or_insert_with(|| Arc::clone(&schema));
-        Ok(schema)
+        self.found.get_or_try(id, || self.inner.schema(id))
     }
 }
 
 impl<L: fmt::Debug> fmt::Debug for CachedLookup<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cached = self.found.read().map_or(0, |found| found.len());
+        let cached = self.found.len();
         f.debug_struct("CachedLookup")
             .field("inner", &self.inner)
             .field("cached", &cached)
